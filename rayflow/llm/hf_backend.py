@@ -1,0 +1,170 @@
+"""The `hf` engine backend: transformers on CPU or GPU, in-process.
+
+Slower than vLLM for generation but starts in a second, so tests and small jobs use it. Generation pads on
+the left; scoring pads on the right and reads log-probs in fp32 from the positions of the completion only.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from rayflow.llm.engine import (
+    Completion,
+    EngineConfig,
+    EngineError,
+    Generation,
+    Prompt,
+    SamplingParams,
+    Scored,
+    TokenLogprob,
+    check_pairs,
+    completion_token_ids,
+    load_tokenizer,
+    prompt_token_ids,
+    resolve_model_path,
+    truncate_at_stop,
+)
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFEngine:
+    """`Engine` over `transformers.AutoModelForCausalLM`."""
+
+    def __init__(self, config: EngineConfig):
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.tokenizer = load_tokenizer(config)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        source = resolve_model_path(config.model)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[config.dtype])
+        except OSError as err:
+            raise EngineError(f"cannot load model {source!r}: {err}") from err
+        self.model.to(self.device).eval()
+        self.max_len = config.max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+        torch.manual_seed(config.seed)
+
+    # -- generate --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Generation]:
+        """Continue each prompt; returns one `Generation` per prompt, in order."""
+        params = params or SamplingParams()
+        if params.temperature > 0:
+            torch.manual_seed(self.config.seed if params.seed is None else params.seed)
+        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        out: list[Generation] = []
+        bs = self.config.batch_size
+        for start in range(0, len(ids), bs):
+            out.extend(self._generate_batch(ids[start : start + bs], params, first_row=start))
+        return out
+
+    def _generate_batch(self, batch: list[list[int]], params: SamplingParams, first_row: int) -> list[Generation]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(x) for x in batch)
+        for i, x in enumerate(batch):
+            if not x:
+                raise ValueError(f"prompt {first_row + i} is empty")
+            if self.max_len and len(x) + params.max_tokens > self.max_len:
+                raise ValueError(
+                    f"prompt {first_row + i} has {len(x)} tokens; with max_tokens={params.max_tokens} it exceeds "
+                    f"the context length {self.max_len}"
+                )
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
+        sample = params.temperature > 0
+        gen_kwargs = dict(
+            max_new_tokens=params.max_tokens,
+            do_sample=sample,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs is not None,
+        )
+        if sample:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        result = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
+        new_tokens = result.sequences[:, width:].tolist()
+        logprobs = None
+        if params.logprobs is not None:
+            # Raw logits (before temperature/top-p), as vLLM reports them: [steps, B, V] -> [B, steps, V].
+            logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1)
+        return [self._to_generation(row, new_tokens[row], logprobs, params) for row in range(len(batch))]
+
+    def _to_generation(self, row: int, tokens: list[int], logprobs, params: SamplingParams) -> Generation:
+        eos = self.tokenizer.eos_token_id
+        finish = "length"
+        if eos in tokens:
+            tokens = tokens[: tokens.index(eos)]
+            finish = "stop"
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text, stopped = truncate_at_stop(text, params.stop)
+        if stopped:
+            finish = "stop"
+        token_lps = None
+        if logprobs is not None:
+            token_lps = []
+            for step, tok in enumerate(tokens):
+                dist = logprobs[row, step]
+                top = {}
+                if params.logprobs:
+                    values, idx = dist.topk(params.logprobs)
+                    top = {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, idx)}
+                token_lps.append(TokenLogprob(tok, self.tokenizer.decode([tok]), float(dist[tok]), top))
+        return Generation(text=text, token_ids=tokens, finish_reason=finish, logprobs=token_lps)
+
+    # -- score -----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored]:
+        """Per-token log-probs (nats, fp32) of each completion given its prompt; see `rayflow.llm.engine`."""
+        check_pairs(prompts, completions)
+        pairs = []
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            p_ids, c_ids = prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c)
+            if not p_ids:
+                raise ValueError(f"prompt {i} is empty: the first completion token would have no context")
+            if self.max_len and len(p_ids) + len(c_ids) > self.max_len:
+                raise ValueError(
+                    f"row {i}: prompt + completion is {len(p_ids) + len(c_ids)} tokens, over the context "
+                    f"length {self.max_len}"
+                )
+            pairs.append((p_ids, c_ids))
+        out: list[Scored] = []
+        bs = self.config.batch_size
+        for start in range(0, len(pairs), bs):
+            out.extend(self._score_batch(pairs[start : start + bs]))
+        return out
+
+    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[Scored]:
+        seqs = [p + c for p, c in pairs]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        out = []
+        for row, (p, c) in enumerate(pairs):
+            # Position t predicts token t+1, so the completion's tokens are read from len(p)-1 onwards; only
+            # that slice is upcast, to keep memory at [len(c), V] for large vocabularies.
+            lp = logits[row, len(p) - 1 : len(p) + len(c) - 1].float().log_softmax(-1)
+            target = torch.tensor(c, device=self.device, dtype=torch.long)
+            values = lp.gather(-1, target[:, None])[:, 0] if c else lp.new_zeros(0)
+            out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values.tolist()))
+        return out
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,75 @@
+"""Shared test fixtures: one tiny model family, one local Ray session, free ports.
+
+vLLM engines are started by the few modules that test vLLM itself, each with a module-scoped fixture, so
+two engines never run at once on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+# Offline and quiet, before anything imports Ray or transformers; Ray workers inherit this environment.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    # `tiny:<size>` names in configs resolve into this cache; keep tests out of the user's ~/.cache.
+    if "RAYFLOW_CACHE" not in os.environ:
+        os.environ["RAYFLOW_CACHE"] = str(REPO / ".cache" / "test-rayflow")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """A weak (`tiny`) and a strong (`small`) random Llama sharing one tokenizer."""
+    from rayflow.llm.tiny import build_family
+
+    return build_family(tmp_path_factory.mktemp("models"), sizes=("tiny", "small"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_models) -> Path:
+    return tiny_models["tiny"]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole run (`address="local"` never attaches to another cluster)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 1024**2,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
