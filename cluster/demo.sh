@@ -9,7 +9,7 @@ cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} RAY_USAGE_STATS_ENABLED=${RAY_USAGE_STATS_ENABLED:-0}
 address=${RAY_API_SERVER_ADDRESS:-http://127.0.0.1:8265}
-out="$root/outputs/demo"
+out=${RAYFLOW_DEMO_OUT:-$root/outputs/demo}
 
 if ray job list --address "$address" >/dev/null 2>&1; then
   echo "== using the Ray cluster at $address"
@@ -25,7 +25,8 @@ echo "== submitting $id: jobs/generate.py on examples/prompts.jsonl (tiny model,
 ray job submit --address "$address" --submission-id "$id" --working-dir . \
   --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
   -- python jobs/generate.py --config configs/generate.yaml "output_dir=$out"
-status=$(ray job status --address "$address" "$id" 2>/dev/null | grep -o 'SUCCEEDED\|FAILED\|STOPPED' | tail -1)
+status=$(python -c 'import sys; from ray.job_submission import JobSubmissionClient as C
+print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)' "$address" "$id")
 if [ "$status" != "SUCCEEDED" ]; then
   echo "== job $id ended $status; logs: ray job logs --address $address $id" >&2
   exit 1

@@ -30,6 +30,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # `cluster` tests start and stop a real Ray head with `ray stop`, which ends every Ray process on the
+    # machine, the shared session's too: they run last.
+    items.sort(key=lambda item: "cluster" in item.keywords)
     import torch
 
     if torch.cuda.is_available():

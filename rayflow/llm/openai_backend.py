@@ -86,7 +86,10 @@ class OpenAIEngine:
                     TokenLogprob(-1, t.token, t.logprob, {a.token: a.logprob for a in t.top_logprobs or []})
                     for t in choice.logprobs.content
                 ]
-            return Generation(choice.message.content or "", [], _finish(choice.finish_reason), token_lps)
+            text = choice.message.content or ""
+            return Generation(
+                text, [], _finish(choice.finish_reason), _drop_eos(token_lps, text, choice.finish_reason)
+            )
         if params.logprobs is not None:
             common.update(logprobs=params.logprobs)
         choice = self.client.completions.create(prompt=prompt, **common).choices[0]
@@ -94,8 +97,16 @@ class OpenAIEngine:
         if choice.logprobs is not None and choice.logprobs.tokens:
             lp = choice.logprobs
             tops = lp.top_logprobs or [{}] * len(lp.tokens)
-            token_lps = [TokenLogprob(-1, t, v, dict(top or {})) for t, v, top in zip(lp.tokens, lp.token_logprobs, tops)]
-        return Generation(choice.text, [], _finish(choice.finish_reason), token_lps)
+            token_lps = [
+                TokenLogprob(-1, t, v, dict(top or {}))
+                for t, v, top in zip(lp.tokens, lp.token_logprobs, tops)
+            ]
+        return Generation(
+            choice.text,
+            [],
+            _finish(choice.finish_reason),
+            _drop_eos(token_lps, choice.text, choice.finish_reason),
+        )
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored]:
         """Per-token log-probs of each completion via `/v1/completions` with echo (vLLM servers)."""
@@ -132,10 +143,23 @@ class OpenAIEngine:
                 f"the server at {self.config.base_url} returned {len(values)} echoed log-probs for a "
                 f"{len(p) + len(c)}-token prompt; it does not support prompt log-probs"
             )
-        return Scored(prompt_len=len(p), token_ids=list(c), logprobs=[float(v) for v in values[len(p) : len(p) + len(c)]])
+        return Scored(
+            prompt_len=len(p),
+            token_ids=list(c),
+            logprobs=[float(v) for v in values[len(p) : len(p) + len(c)]],
+        )
 
     def close(self) -> None:
         self.client.close()
+
+
+def _drop_eos(
+    token_lps: list[TokenLogprob] | None, text: str, reason: str | None
+) -> list[TokenLogprob] | None:
+    """vLLM's /v1/completions reports the end-of-sequence token's log-prob; the other backends do not."""
+    if token_lps and reason == "stop" and token_lps[-1].token and not text.endswith(token_lps[-1].token):
+        return token_lps[:-1]
+    return token_lps
 
 
 def _finish(reason: str | None) -> str:

@@ -1,0 +1,80 @@
+"""Batch generation: line parsing, the batch function without Ray, and the pipeline on a local Ray session."""
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from rayflow.data.generate import GenerateBatch, GenerateConfig, parse_line, run_generate
+from rayflow.llm import EngineConfig, SamplingParams
+
+GOOD = [
+    json.dumps({"id": "a", "prompt": "The cat"}),
+    json.dumps({"id": 7, "prompt": [{"role": "user", "content": "Hi"}]}),
+    json.dumps({"prompt": "no id here"}),
+]
+BAD = [
+    "{not json",
+    json.dumps(["a list"]),
+    json.dumps({"id": "x"}),
+    json.dumps({"id": "y", "prompt": "  "}),
+    json.dumps({"id": "z", "prompt": [{"role": "user"}]}),
+    json.dumps({"id": "w", "prompt": 3}),
+    json.dumps({"id": "long", "prompt": "word " * 700}),  # over the context length: the engine rejects it
+]
+
+
+def test_parse_line_reasons():
+    assert parse_line(GOOD[0])[0] == {"id": "a", "prompt": "The cat", "is_chat": False}
+    assert parse_line(GOOD[1])[0]["id"] == "7" and parse_line(GOOD[1])[0]["is_chat"]
+    assert parse_line(GOOD[2])[0]["id"] == parse_line(GOOD[2])[0]["id"]  # stable hash id
+    reasons = [parse_line(line)[1] for line in BAD[:-1]]
+    assert "invalid JSON" in reasons[0]
+    assert "JSON object" in reasons[1]
+    assert reasons[2] == "missing field 'prompt'"
+    assert reasons[3] == "field 'prompt' is empty"
+    assert "role" in reasons[4]
+    assert "int" in reasons[5]
+
+
+def test_batch_function_keeps_every_row(tiny_model):
+    fn = GenerateBatch(
+        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32").model_dump(),
+        SamplingParams(max_tokens=4).model_dump(),
+    )
+    out = fn(pd.DataFrame({"text": GOOD + BAD}))
+    assert len(out) == len(GOOD) + len(BAD)
+    ok = out[out["error"].isna()]
+    assert sorted(ok["id"]) == sorted(["a", "7", parse_line(GOOD[2])[0]["id"]])
+    assert (ok["num_generated_tokens"] <= 4).all()
+    errors = out[out["error"].notna()]
+    assert len(errors) == len(BAD)
+    assert errors["error"].str.contains("engine rejected").sum() == 1
+
+
+def test_pipeline_on_ray_writes_every_row_once(ray_session, tiny_model, tmp_path):
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("\n".join(GOOD * 10 + BAD) + "\n\n")  # blank lines are not rows
+    cfg = GenerateConfig(
+        input=str(src),
+        output_dir=str(tmp_path / "out"),
+        engine=EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"),
+        sampling=SamplingParams(max_tokens=4),
+        batch_size=8,
+        cpus_per_engine=0.5,
+    )
+    stats = run_generate(cfg)
+    assert stats == {"rows_in": 37, "generated": 30, "errors": 7}
+    gens = pq.read_table(tmp_path / "out" / "generations").to_pandas()
+    errs = pq.read_table(tmp_path / "out" / "errors").to_pandas()
+    assert len(gens) == 30 and len(errs) == 7
+    assert set(errs.columns) == {"error", "raw"}
+    # A rerun replaces the outputs rather than appending to them.
+    assert run_generate(cfg) == stats
+    assert len(pq.read_table(tmp_path / "out" / "generations")) == 30
+
+
+def test_missing_input_is_named(ray_session, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        run_generate(GenerateConfig(input=str(tmp_path / "nowhere.jsonl"), output_dir=str(tmp_path)))
