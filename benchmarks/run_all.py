@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmarks/bench_*.py in turn, then print one table from benchmarks/results/."""
+"""`make bench`: run every benchmark script in benchmarks/ in turn, then print one table from benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     failed = []
-    for script in sorted(HERE.glob("bench_*.py")):
+    scripts = [p for p in sorted(HERE.glob("*.py")) if not p.name.startswith("_") and p.name != "run_all.py"]
+    for script in scripts:
         print(f"== {script.name}", flush=True)
         if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode != 0:
             failed.append(script.name)

@@ -1,7 +1,7 @@
 """Generation throughput, steady state: vLLM engine (candidate) vs transformers engine (baseline).
 
 Both run the same tiny model on the same prompts with greedy decoding; engine start-up and one warm-up
-batch are excluded. Run: `python benchmarks/bench_engine_throughput.py [--prompts 64] [--max-tokens 32]`.
+batch are excluded. Run: `python benchmarks/engine_throughput.py [--prompts 64] [--max-tokens 32]`.
 """
 
 from __future__ import annotations
