@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -53,5 +54,6 @@ def test_demo_submits_to_a_real_head(tmp_path):
     assert run["status"] == "ok" and run["config"]["engine"]["backend"] == "vllm"
     assert run["versions"]["ray"].startswith("2.60")
     # The head it started is gone again.
-    probe = subprocess.run(["ray", "job", "list", "--address", "http://127.0.0.1:8265"], capture_output=True)
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    probe = subprocess.run([ray_cli, "job", "list", "--address", "http://127.0.0.1:8265"], capture_output=True)
     assert probe.returncode != 0
