@@ -1,0 +1,138 @@
+"""The offline length index: every sample reduced to (vision tiles, LLM tokens).
+
+Balancing never needs pixels or text, only how much work each sample brings to the two halves of a
+vision-language model. The index is built once per dataset and is what the ISF grouper, the Q search
+and the per-rank schedules read.
+
+- ``vit``: vision-encoder tiles; a text-only sample counts one dummy tile, because the packed ViT
+  forward still runs on it (InternVL's convention, which keeps the ViT stage busy on every rank).
+- ``tok``: final LLM sequence length, image tokens included.
+
+The rayflow image-text format is JSONL, one object per line::
+
+    {"id": "s17", "images": [3, 0], "text": "a red image and a blue image ..."}
+
+``images`` holds one entry per image (here a synthetic colour class; a real pipeline would hold paths
+and count dynamic-resolution tiles per image, which is what :class:`ImageTextFormat` isolates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ImageTextFormat", "LengthIndex", "build_index", "parse_sample", "read_jsonl_index"]
+
+
+@dataclass(frozen=True)
+class ImageTextFormat:
+    """How one image-text record turns into (tiles, tokens).
+
+    ``tiles_per_image`` ViT tiles per image; ``tokens_per_tile`` LLM tokens each tile becomes after the
+    projector; ``count_text`` maps text to its token count (the tokenizer's length).
+    """
+
+    tiles_per_image: int
+    tokens_per_tile: int
+    count_text: Callable[[str], int]
+
+    def lengths(self, num_images: int, text: str) -> tuple[int, int]:
+        tiles = num_images * self.tiles_per_image
+        tokens = self.count_text(text) + tiles * self.tokens_per_tile
+        return max(tiles, 1), tokens
+
+
+@dataclass(frozen=True)
+class LengthIndex:
+    """Per-sample (vit, tok) arrays, aligned with ``ids`` (the dataset's row ids)."""
+
+    ids: np.ndarray  # [N] str
+    vit: np.ndarray  # [N] int64, tiles
+    tok: np.ndarray  # [N] int64, LLM tokens
+
+    def __post_init__(self) -> None:
+        if not (len(self.ids) == len(self.vit) == len(self.tok)):
+            raise ValueError("ids, vit and tok must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def save(self, path: str | Path) -> None:
+        """Write a compressed ``.npz`` holding ids, vit and tok."""
+        np.savez_compressed(path, ids=self.ids.astype(str), vit=self.vit, tok=self.tok)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LengthIndex:
+        with np.load(path) as data:
+            return cls(ids=data["ids"], vit=data["vit"].astype(np.int64), tok=data["tok"].astype(np.int64))
+
+    @classmethod
+    def from_lengths(cls, vit: Iterable[int], tok: Iterable[int]) -> LengthIndex:
+        """An index over anonymous samples (ids ``"0"``, ``"1"``, ...), e.g. synthesised length statistics."""
+        vit_a, tok_a = np.asarray(list(vit), dtype=np.int64), np.asarray(list(tok), dtype=np.int64)
+        return cls(ids=np.arange(len(vit_a)).astype(str), vit=vit_a, tok=tok_a)
+
+
+def parse_sample(line: str) -> tuple[dict | None, str | None]:
+    """Parse one JSONL line into ``{"id", "images", "text"}``, or return the reason it is unusable."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        return None, f"invalid JSON: {err.msg} at column {err.colno}"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, got {type(obj).__name__}"
+    text, images = obj.get("text"), obj.get("images", [])
+    if not isinstance(text, str) or not text.strip():
+        return None, "field 'text' must be a non-empty string"
+    if not isinstance(images, list) or not all(isinstance(c, int) and c >= 0 for c in images):
+        return None, "field 'images' must be a list of non-negative integers (one per image)"
+    if "id" not in obj:
+        return None, "missing field 'id'"
+    return {"id": str(obj["id"]), "images": images, "text": text}, None
+
+
+def build_index(samples: Iterable[dict], fmt: ImageTextFormat) -> LengthIndex:
+    """Index already-parsed samples (as returned by :func:`parse_sample`)."""
+    ids, vit, tok = [], [], []
+    for sample in samples:
+        tiles, tokens = fmt.lengths(len(sample["images"]), sample["text"])
+        ids.append(sample["id"])
+        vit.append(tiles)
+        tok.append(tokens)
+    return LengthIndex(
+        np.asarray(ids, dtype=str), np.asarray(vit, dtype=np.int64), np.asarray(tok, dtype=np.int64)
+    )
+
+
+def read_jsonl_index(
+    path: str | Path, fmt: ImageTextFormat, *, max_tokens: int | None = None
+) -> tuple[LengthIndex, list[dict], list[dict]]:
+    """Read a JSONL file into ``(index, samples, errors)``.
+
+    Every line ends either in the index (and ``samples``, same order) or in ``errors`` as
+    ``{"source", "line", "reason"}``; one bad line never stops the read. ``max_tokens`` rejects samples
+    whose LLM length exceeds the model's context. Duplicate ids are errors, since the schedule and resume
+    state refer to samples by position and the output by id.
+    """
+    samples, errors, seen = [], [], set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            sample, reason = parse_sample(line)
+            if sample is not None and sample["id"] in seen:
+                sample, reason = None, f"duplicate id {sample['id']!r}"
+            if sample is not None and max_tokens is not None:
+                tokens = fmt.lengths(len(sample["images"]), sample["text"])[1]
+                if tokens > max_tokens:
+                    sample, reason = None, f"{tokens} LLM tokens exceed max_tokens={max_tokens}"
+            if sample is None:
+                errors.append({"source": str(path), "line": lineno, "reason": reason})
+                continue
+            seen.add(sample["id"])
+            samples.append(sample)
+    return build_index(samples, fmt), samples, errors

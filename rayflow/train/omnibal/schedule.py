@@ -1,0 +1,229 @@
+"""Per-epoch schedules and the per-rank iterators that read them.
+
+Every data-parallel rank builds the same :class:`EpochSchedule` from (seed, epoch) on its own, from the
+length index alone, and then reads only its own column: no Ray Data split, no communication, and the
+same number of steps on every rank by construction (Ray Data's ``streaming_split`` equalises rows, not
+batches, which is how ranks drift apart and collectives hang). :func:`check_equal_steps` verifies the
+count with one all-reduce when training starts.
+
+A step gives each of the D ranks ``micro_per_step`` groups (pipeline micro-batches or gradient
+accumulation). With ``balance="isf"`` the groups come from ISF and are then dealt so that each step
+holds groups of similar work (sorted by cost, cut into steps, longest-processing-time first across
+ranks); the step order is shuffled per epoch. With ``balance="random"`` groups are padded random batches
+dealt in order, the usual sampler behaviour and the baseline.
+
+Resuming mid-epoch is (epoch, next step): the schedule is rebuilt bit-identically and the iterator starts
+at that step.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from rayflow.config import Config
+from rayflow.train.omnibal.isf import Grouping, ISFConfig, isf_groups, random_batches
+from rayflow.train.omnibal.metrics import dist_ratio, max_mean, pad_ratio
+
+__all__ = [
+    "BalanceConfig",
+    "EpochSchedule",
+    "GroupWork",
+    "RankIterator",
+    "build_schedule",
+    "check_equal_steps",
+]
+
+
+class BalanceConfig(Config):
+    """How samples become device micro-batches."""
+
+    balance: Literal["isf", "random"] = Field(
+        "isf", description="isf: packed balanced groups; random: baseline"
+    )
+    isf: ISFConfig = ISFConfig()
+    batch_size: int = Field(4, ge=1, description="samples per padded micro-batch when balance=random")
+    seed: int = Field(0, description="shared by every rank; the epoch is mixed in")
+
+
+@dataclass(frozen=True)
+class GroupWork:
+    """What one micro-batch asks of the model, per group (arrays of length G).
+
+    ``tiles``: ViT tiles; ``tokens``: real LLM tokens; ``run_tokens``: tokens the LLM actually computes
+    (padded batches compute B * max length); ``sq_tokens``: the attention term, sum of squared sequence
+    lengths (a packed group attends within each sample, a padded batch over the full padded length).
+    """
+
+    tiles: np.ndarray
+    tokens: np.ndarray
+    run_tokens: np.ndarray
+    sq_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, grouping: Grouping, vit: np.ndarray, tok: np.ndarray) -> GroupWork:
+        tiles, tokens, run, sq = [], [], [], []
+        for g in grouping.groups:
+            t = tok[g].astype(np.float64)
+            tiles.append(vit[g].sum())
+            tokens.append(t.sum())
+            if grouping.packed:
+                run.append(t.sum())
+                sq.append((t * t).sum())
+            else:
+                run.append(t.max() * len(t))
+                sq.append(t.max() ** 2 * len(t))
+        arrays = (np.asarray(a, dtype=np.float64) for a in (tiles, tokens, run, sq))
+        return cls(*arrays)
+
+    def take(self, ids: np.ndarray) -> GroupWork:
+        return GroupWork(self.tiles[ids], self.tokens[ids], self.run_tokens[ids], self.sq_tokens[ids])
+
+
+CostFn = Callable[[GroupWork], np.ndarray]
+
+
+def default_cost(work: GroupWork) -> np.ndarray:
+    """The spec's toy cost in tile-equivalents: tiles + computed tokens / 256."""
+    return work.tiles + work.run_tokens / 256.0
+
+
+@dataclass(frozen=True)
+class EpochSchedule:
+    """One epoch's plan: ``assignment[step, rank, j]`` is the j-th group that rank runs at that step."""
+
+    epoch: int
+    grouping: Grouping
+    assignment: np.ndarray  # [steps, ranks, micro_per_step] int64
+    work: GroupWork
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.assignment.shape[0])
+
+    @property
+    def ranks(self) -> int:
+        return int(self.assignment.shape[1])
+
+    def groups_for(self, rank: int, step: int) -> list[np.ndarray]:
+        """Sample positions of each micro-batch rank ``rank`` runs at ``step``."""
+        return [self.grouping.groups[g] for g in self.assignment[step, rank]]
+
+    def rank_loads(self, values: np.ndarray) -> np.ndarray:
+        """Per-group ``values`` [G] summed per rank and step: [steps, ranks]."""
+        return values[self.assignment].sum(axis=2)
+
+    def report(self, tok: np.ndarray, cost: CostFn = default_cost) -> dict:
+        """Pad, Dist (vision, language), step max/mean and counts, as a JSON-able dict."""
+        batches = [] if self.grouping.packed else [tok[g] for g in self.grouping.groups]
+        used = int(sum(len(g) for g in self.grouping.groups))
+        return {
+            "balance": "isf" if self.grouping.packed else "random",
+            "steps": self.num_steps,
+            "groups": len(self.grouping.groups),
+            "samples_used": used,
+            "samples_dropped": {k: len(v) for k, v in self.grouping.dropped.items()},
+            "mean_samples_per_group": used / max(1, len(self.grouping.groups)),
+            "pad": pad_ratio(batches),
+            "dist_vit": dist_ratio(self.rank_loads(self.work.tiles)),
+            "dist_llm": dist_ratio(self.rank_loads(self.work.tokens)),
+            "max_mean": max_mean(self.rank_loads(cost(self.work))),
+        }
+
+
+def build_schedule(
+    vit: np.ndarray,
+    tok: np.ndarray,
+    cfg: BalanceConfig,
+    *,
+    ranks: int,
+    micro_per_step: int,
+    epoch: int,
+    cost: CostFn = default_cost,
+) -> EpochSchedule:
+    """The epoch's schedule over samples with [N] ``vit`` tiles and ``tok`` tokens; same on every rank."""
+    vit, tok = np.asarray(vit, dtype=np.int64), np.asarray(tok, dtype=np.int64)
+    per_step = ranks * micro_per_step
+    seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
+    if cfg.balance == "isf":
+        grouping = isf_groups(vit, tok, cfg.isf, seed=seed, multiple_of=per_step)
+    else:
+        grouping = random_batches(len(vit), cfg.batch_size, seed=seed, multiple_of=per_step)
+    if not grouping.groups:
+        raise ValueError(
+            f"epoch {epoch}: no complete step: {len(vit)} samples give fewer than {per_step} groups "
+            f"({ranks} ranks x {micro_per_step} micro-batches); use more data or smaller groups"
+        )
+    work = GroupWork.of(grouping, vit, tok)
+    if cfg.balance == "isf":
+        assignment = _deal_balanced(cost(work), ranks, micro_per_step, seed)
+    else:
+        assignment = np.arange(len(grouping.groups)).reshape(-1, ranks, micro_per_step)
+    return EpochSchedule(epoch=epoch, grouping=grouping, assignment=assignment, work=work)
+
+
+def _deal_balanced(costs: np.ndarray, ranks: int, micro: int, seed: int) -> np.ndarray:
+    """Deal groups into steps of similar cost, LPT across ranks within a step, steps in shuffled order."""
+    order = np.argsort(-costs, kind="stable")
+    per_step = ranks * micro
+    steps = []
+    for s in range(0, len(order), per_step):
+        chunk = order[s : s + per_step]  # descending cost: LPT places the heaviest first
+        heap = [(0.0, r) for r in range(ranks)]
+        slots: list[list[int]] = [[] for _ in range(ranks)]
+        for g in chunk.tolist():
+            load, r = heapq.heappop(heap)
+            slots[r].append(g)
+            # A full rank leaves the heap so every rank ends with exactly `micro` groups.
+            if len(slots[r]) < micro:
+                heapq.heappush(heap, (load + costs[g], r))
+        steps.append(slots)
+    assignment = np.asarray(steps, dtype=np.int64)
+    return assignment[np.random.default_rng([seed, 1]).permutation(len(assignment))]
+
+
+class RankIterator:
+    """One rank's view of an epoch: yields ``(step, [sample positions per micro-batch])`` from ``start_step``."""
+
+    def __init__(self, schedule: EpochSchedule, rank: int, start_step: int = 0) -> None:
+        if not 0 <= rank < schedule.ranks:
+            raise ValueError(f"rank {rank} outside the schedule's {schedule.ranks} ranks")
+        if not 0 <= start_step <= schedule.num_steps:
+            raise ValueError(
+                f"start_step {start_step} outside epoch {schedule.epoch} of {schedule.num_steps} steps"
+            )
+        self.schedule, self.rank, self.step = schedule, rank, start_step
+
+    def __len__(self) -> int:
+        return self.schedule.num_steps - self.step
+
+    def __iter__(self) -> Iterator[tuple[int, list[np.ndarray]]]:
+        while self.step < self.schedule.num_steps:
+            step = self.step
+            self.step += 1
+            yield step, self.schedule.groups_for(self.rank, step)
+
+    def state_dict(self) -> dict:
+        """Where to resume: the epoch and the next step not yet run."""
+        return {"epoch": self.schedule.epoch, "step": self.step}
+
+
+def check_equal_steps(num_steps: int) -> None:
+    """All-reduce this rank's step count; raise on every rank if any two ranks disagree.
+
+    Call once per epoch before training: a mismatch would otherwise surface as a collective hanging until
+    its timeout, far from the cause.
+    """
+    import torch
+    import torch.distributed as dist
+
+    counts = torch.tensor([num_steps, -num_steps], dtype=torch.int64)
+    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+    high, low = int(counts[0]), -int(counts[1])
+    if high != low:
+        raise RuntimeError(f"step counts differ across ranks: min {low}, max {high} (this rank: {num_steps})")
