@@ -30,6 +30,8 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
+	# TRL is the baseline of benchmarks/dpo_step.py only; it installs beside rayflow's pins.
+	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[bench]'
 	$(PY) benchmarks/run_all.py
 
 clean:
