@@ -50,9 +50,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -175,12 +176,14 @@ def fit(
     storage_path: str | os.PathLike,
     name: str,
     export_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[Any] | None = None,
 ) -> FitResult:
     """Train `task` on the current Ray cluster; blocks until done and returns a `FitResult`.
 
     `storage_path` (absolute; shared storage on a multi-node cluster) holds `name/` with the checkpoints. The same
     (`storage_path`, `name`) resumes from the latest checkpoint. The final HF export is copied to `export_dir` when
-    given. Raises `RuntimeError` with the worker's error when training fails beyond `cfg.max_failures`.
+    given. `callbacks` are Ray Train run-config callbacks, e.g. `TuneReportCallback()` when `fit` runs inside a
+    Tune trial. Raises `RuntimeError` with the worker's error when training fails beyond `cfg.max_failures`.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -203,6 +206,7 @@ def fit(
             storage_path=str(storage),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            callbacks=list(callbacks or []),
         ),
     )
     result = trainer.fit()
@@ -264,7 +268,7 @@ def deepspeed_config(cfg: TrainLoopConfig, world_size: int) -> dict[str, Any]:
 
 def lr_multiplier(step: int, total_steps: int, cfg: TrainLoopConfig) -> float:
     """LR factor applied after `step` optimizer steps (0-based): linear warmup, then the configured decay to 0."""
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = round(cfg.warmup_ratio * total_steps)
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if cfg.lr_schedule == "constant":
