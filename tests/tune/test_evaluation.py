@@ -1,0 +1,89 @@
+"""The post-sweep evaluation stage on real tiny models through the HF backend (no Ray)."""
+
+import json
+
+import pytest
+
+from rayflow.llm.engine import EngineConfig, SamplingParams
+from rayflow.tune import evaluation
+from rayflow.tune.evaluation import BASELINE, EvalConfig, evaluate_models, question_text
+from rayflow.tune.judge import JudgeConfig
+
+# Plain prompts and chat prompts, as the eval split holds both.
+PROMPTS = [f"Tell me what {n} did at the park." for n in ("Umar", "Sam", "Julia", "Mira")] + [
+    [{"role": "user", "content": f"Tell me what {n} did at the market."}]
+    for n in ("Leo", "Ivy", "Noor", "Eli")
+]
+
+
+def test_question_text():
+    assert question_text("plain") == "plain"
+    chat = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}]
+    assert question_text(chat) == "hi"
+
+
+def test_each_model_then_the_judge_and_a_rerun_reuses_everything(tiny_models, tmp_path, monkeypatch):
+    built = []
+    real_build = evaluation.build_engine
+
+    def counting_build(cfg):
+        built.append(cfg.model)
+        return real_build(cfg)
+
+    monkeypatch.setattr(evaluation, "build_engine", counting_build)
+    cfg = EvalConfig(
+        sampling=SamplingParams(temperature=0.0, max_tokens=12),
+        judge=JudgeConfig(
+            engine=EngineConfig(backend="hf", model=str(tiny_models["tiny"]), dtype="float32"), mode="logprob"
+        ),
+        lc_min_samples=16,  # 8 prompts x 2 positions
+    )
+    models = {"same": str(tiny_models["tiny"]), "other": str(tiny_models["small"])}
+    out = tmp_path / "eval"
+    metrics = evaluate_models(models, str(tiny_models["tiny"]), PROMPTS, cfg, str(out))
+
+    # One engine at a time, in order: SFT, each trial, then the judge once.
+    assert built == [
+        str(tiny_models["tiny"]),
+        str(tiny_models["tiny"]),
+        str(tiny_models["small"]),
+        str(tiny_models["tiny"]),
+    ]
+    assert set(metrics) == {BASELINE, "same", "other"}
+    for name in metrics:
+        m = metrics[name]
+        assert 0 < m["gen_length"] <= 12 and 0 <= m["repetition"] <= 1 and 0 <= m["hit_max_tokens"] <= 1
+        assert len((out / "generations" / f"{name}.jsonl").read_text().splitlines()) == len(PROMPTS)
+    # The SFT model against itself: identical answers, so each prompt's two games (positions swapped) get the
+    # same judge prompt and verdict, one game a win and the other a loss (or both ties): exactly 0.5.
+    same = metrics["same"]
+    assert same["win_rate"] == pytest.approx(0.5) and same["judged_games"] == 2 * len(PROMPTS)
+    assert same["lc_win_rate"] == pytest.approx(0.5, abs=1e-6)  # equal lengths: LC = raw win rate
+    other = metrics["other"]
+    assert 0 <= other["win_rate"] <= 1 and other["lc_win_rate"] is not None
+    games = [json.loads(line) for line in (out / "judgements" / "other.jsonl").read_text().splitlines()]
+    assert len(games) == len(PROMPTS) and games[4]["question"] == "Tell me what Leo did at the market."
+
+    # A rerun (e.g. after an interrupted sweep) builds no engine and gives the same numbers.
+    built.clear()
+    assert evaluate_models(models, str(tiny_models["tiny"]), PROMPTS, cfg, str(out)) == metrics
+    assert built == []
+
+
+def test_below_the_sample_floor_there_is_no_lc_win_rate(tiny_model, tmp_path):
+    cfg = EvalConfig(
+        max_prompts=3,
+        sampling=SamplingParams(temperature=0.0, max_tokens=4),
+        judge=JudgeConfig(
+            engine=EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"), mode="logprob"
+        ),
+    )
+    metrics = evaluate_models({"t": str(tiny_model)}, str(tiny_model), PROMPTS, cfg, str(tmp_path))
+    assert metrics["t"]["judged_games"] == 6 and metrics["t"]["lc_win_rate"] is None
+    assert metrics["t"]["hit_max_tokens"] == pytest.approx(
+        sum(
+            json.loads(line)["finish_reason"] == "length"
+            for line in (tmp_path / "generations" / "t.jsonl").read_text().splitlines()
+        )
+        / 3
+    )

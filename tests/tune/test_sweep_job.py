@@ -1,0 +1,143 @@
+"""`jobs/sweep_beta.py` with the shipped offline config, end to end on real parts (Ray Tune, Ray Train +
+DeepSpeed, Ray Data, the HF engine): the driver process is killed mid-sweep, and the rerun restores the
+experiment, resumes the interrupted trial from its checkpoint, leaves the finished one alone, and writes the
+results, the report and the plots."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# A stalled sweep fails the test instead of hanging it.
+POLL_LIMIT_S = 480
+# The job starts its own local Ray cluster (all cores, 2 in CI), never one a `ray start` left behind.
+ENV = {**os.environ, "RAY_ADDRESS": "local"}
+STEPS = 12
+
+
+def job(out: Path, cache: Path) -> list[str]:
+    return [
+        sys.executable,
+        "jobs/sweep_beta.py",
+        "--config",
+        "configs/sweep_beta.yaml",
+        f"output_dir={out}",
+        f"precompute.cache_dir={cache}",
+        # Twice the shipped steps, so the kill below lands while the second trial is still training.
+        f"train.max_steps={STEPS}",
+        "train.eval_every=6",
+    ]
+
+
+def trial_dirs(out: Path) -> dict[float, Path]:
+    """β -> the Tune trial directory (params.json says which grid point it holds)."""
+    found = {}
+    for params in (out / "tune").glob("*/params.json"):
+        found[json.loads(params.read_text())["point"]["beta"]] = params.parent
+    return found
+
+
+def reports(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_restores_and_reports(tmp_path):
+    out, cache, log = tmp_path / "sweep", tmp_path / "logps", tmp_path / "first-run.log"
+    # Trials run in grid order, one at a time: β = 0.02, then β = 0.1 (checkpoints every 3 steps).
+    with open(log, "w") as fh:
+        first = subprocess.Popen(
+            job(out, cache), cwd=REPO, env=ENV, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + POLL_LIMIT_S
+        while True:
+            assert first.poll() is None, (
+                f"the sweep ended before it was interrupted:\n{log.read_text()[-4000:]}"
+            )
+            assert time.monotonic() < deadline, f"the sweep did not get going:\n{log.read_text()[-4000:]}"
+            dirs = trial_dirs(out)
+            # Interrupt once the second trial has reported its step-3 checkpoint to Tune.
+            if 0.1 in dirs and any(r.get("step") == 3 for r in reports(dirs[0.1])):
+                break
+            time.sleep(0.5)
+    finally:
+        # A real kill of the driver and everything in its session (its local Ray cluster goes with it).
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+    finished, interrupted = trial_dirs(out)[0.02], trial_dirs(out)[0.1]
+    finished_id = reports(finished)[-1]["trial_id"]
+    assert reports(finished)[-1]["step"] == STEPS
+    exported = out / "models" / finished_id / "model.safetensors"
+    before = (len(reports(finished)), exported.stat().st_mtime_ns)
+    assert "sweep done" not in log.read_text()
+
+    second = subprocess.run(
+        job(out, cache), check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=POLL_LIMIT_S
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "restoring the sweep" in second.stdout
+
+    # The finished trial was not run again: no new reports, its exported model untouched.
+    assert (len(reports(finished)), exported.stat().st_mtime_ns) == before
+    # The interrupted trial finished without starting over. A restored trial's Tune record starts afresh, and
+    # which record it gets depends on where the kill landed (Tune records reports a little after Train makes
+    # them): usually training was still going, so the run resumed from its last checkpoint (every 3 steps) and
+    # the record holds the reports from there on, counted as a restart; if the run had already finished, it
+    # resumed at its end and the trial handed Tune the run's whole history.
+    record = reports(interrupted)
+    steps = [r["step"] for r in record]
+    assert steps == list(range(steps[0], STEPS + 1))
+    if record[0]["restarts"] == 1:
+        assert steps[0] in range(4, STEPS + 1, 3) and all(r["restarts"] == 1 for r in record)
+        assert f"resumed from step {steps[0] - 1}/{STEPS}" in second.stdout  # the training worker's log line
+    else:
+        assert steps[0] == 1 and all(r["restarts"] == 0 for r in record)
+        assert f"resumed from step {STEPS}/{STEPS}" in second.stdout
+    assert not (out / "train" / ".forwarded").exists()  # the killed attempt's marker was cleared
+
+    # Results: one row per trial with the per-trial metrics and the evaluation stage's numbers.
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted(float(r["beta"]) for r in rows) == [0.02, 0.1]
+    for r in rows:
+        assert r["status"] == "ok" and float(r["steps"]) == STEPS
+        for col in (
+            "eval_reward_accuracy",
+            "eval_h",
+            "eval_logratio_chosen",
+            "eval_logratio_rejected",
+            "eval_kl_proxy",
+            "gen_length",
+            "win_rate",
+            "lc_win_rate",
+        ):
+            assert r[col] != "", col
+        assert float(r["eval_kl_proxy"]) >= 0 and 0 <= float(r["win_rate"]) <= 1
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["errored"] == 0
+    if summary["chosen"]["beta"] is not None:
+        assert f"**Use β = {summary['chosen']['beta']:g}**" in report and "Rule: " in report
+    assert "## Degenerate trials" in report and "## Trials" in report
+    for name in ("eval_reward_accuracy", "eval_h", "eval_kl_proxy", "win_rate", "gen_length"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"(plots/{name}.png)" in report
+    # Reference log-probs: computed once per split (Ray Data, cached) and read by both trials from prepared/.
+    assert len(list(cache.iterdir())) == 2
+    assert (
+        len((out / "prepared" / "sft" / "train.jsonl").read_text().splitlines())
+        == summary["data"]["train_examples"]
+    )
+    # TensorBoard by default, and the run record of the finished job.
+    assert list(finished.glob("events.out.tfevents.*")) and list(interrupted.glob("events.out.tfevents.*"))
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
