@@ -10,6 +10,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _num(value: float | None) -> str:
+    # A benchmark whose baseline could not run records null rather than a made-up figure.
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def main() -> int:
     failed = []
     scripts = [p for p in sorted(HERE.glob("*.py")) if not p.name.startswith("_") and p.name != "run_all.py"]
@@ -17,13 +22,15 @@ def main() -> int:
         print(f"== {script.name}", flush=True)
         if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode != 0:
             failed.append(script.name)
-    print(f"\n{'benchmark':<28} {'candidate':>22} {'baseline':>22} {'ratio':>7}  unit")
+    print(f"\n{'benchmark':<24} {'ratio':>7} {'candidate':>12} {'baseline':>12}  unit")
     for path in sorted((HERE / "results").glob("*.json")):
         r = json.loads(path.read_text())
-        cand = f"{r['candidate']['label']} {r['candidate']['value']:.4g}"
-        base = f"{r['baseline']['label']} {r['baseline']['value']:.4g}"
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
-        print(f"{r['name']:<28} {cand:>22} {base:>22} {r['ratio']:>7.2f}  {r['unit']} ({arrow})")
+        print(
+            f"{r['name']:<24} {_num(r['ratio']):>7} {_num(r['candidate']['value']):>12} "
+            f"{_num(r['baseline']['value']):>12}  {r['unit']} ({arrow})"
+        )
+        print(f"{'':<24} {r['candidate']['label']}  vs  {r['baseline']['label']}")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
