@@ -1,0 +1,187 @@
+"""The generic LLM deployment: any model the engine layer loads (an HF checkpoint, rayflow's own trained
+ones, `tiny:<size>`), on any backend, batched with `@serve.batch`; and its OpenAI-compatible HTTP front.
+
+    config = LLMServerConfig(engine=EngineConfig(backend="vllm", model="/ckpt"), served_model_name="mine")
+    serve.run(OpenAIServer.bind(LLMServer.bind(config), config))
+    # POST /v1/chat/completions, /v1/completions; GET /v1/models, /healthz
+
+`LLMServer` has no HTTP routes of its own (Serve allows one FastAPI ingress per application), so any
+ingress composes it: `await handle.complete.remote(prompt, params)` returns a `Completed`, and
+`from_deployment(handle)` turns the handle into the judges' `Generate` function. Concurrent calls are
+regrouped into batches of up to `max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a
+batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
+thread so the replica keeps accepting requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from ray import serve
+from ray.exceptions import RayError
+
+from rayflow.config import Config
+from rayflow.eval.safety.llm import Generate, Rejected, generate_one, rejection_errors
+from rayflow.llm.engine import (
+    EngineConfig,
+    Generation,
+    Prompt,
+    SamplingParams,
+    build_engine,
+    prompt_token_ids,
+)
+from rayflow.serving.guards import HTTPConfig, bearer_auth, guarded_app
+from rayflow.serving.openai_api import Completed, add_openai_routes, stream_pieces
+
+
+class LLMServerConfig(Config):
+    """One served model."""
+
+    engine: EngineConfig = EngineConfig(
+        backend="vllm", model="tiny:tiny", dtype="float32", max_model_len=1024
+    )
+    served_model_name: str | None = Field(None, description="the `model` clients send; None = engine.model")
+    max_batch_size: int = Field(32, ge=1, description="prompts per engine call; 1 = one request per forward")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="longest wait for a batch to fill")
+    default_max_tokens: int = Field(256, ge=1, description="chat completions without max_tokens")
+    http: HTTPConfig = HTTPConfig()
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.engine.model
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
+class LLMServer:
+    def __init__(self, config: LLMServerConfig | dict):
+        self.config = config if isinstance(config, LLMServerConfig) else LLMServerConfig(**config)
+        self.model_name = self.config.model_name
+        # vLLM's engine client is not thread-safe: every engine call runs on this one thread.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.engine = self._thread.submit(build_engine, self.config.engine).result()
+        self.tokenizer = getattr(self.engine, "tokenizer", None)
+        self.set_batching(self.config.max_batch_size, self.config.batch_wait_timeout_s)
+        self.batch_sizes: Counter[int] = Counter()
+
+    async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed:
+        """Complete one prompt; concurrent calls share engine batches. `stream` also cuts the text into
+        per-token pieces for server-sent events."""
+        out = await self._batch(prompt, params)
+        if isinstance(out, Rejected):
+            return Completed(generation=None, error=out.reason)
+        prompt_tokens = len(prompt_token_ids(self.tokenizer, prompt)) if self.tokenizer is not None else None
+        pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
+        return Completed(out, prompt_tokens, pieces)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _batch(
+        self, prompts: list[Prompt], params: list[SamplingParams]
+    ) -> list[Generation | Rejected]:
+        self.batch_sizes[len(prompts)] += 1
+        groups: dict[SamplingParams, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(p, []).append(i)
+        out: list[Generation | Rejected | None] = [None] * len(prompts)
+        loop = asyncio.get_running_loop()
+        for p, indices in groups.items():
+            batch = [prompts[i] for i in indices]
+            for i, gen in zip(indices, await loop.run_in_executor(self._thread, self._generate, batch, p)):
+                out[i] = gen
+        return out
+
+    def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[Generation | Rejected]:
+        try:
+            return self.engine.generate(prompts, params)
+        except rejection_errors():
+            # One prompt the engine refuses (e.g. longer than the context) must not fail its batch-mates.
+            return [generate_one(self.engine, p, params) for p in prompts]
+
+    def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        """Change batching on the live replica (max_batch_size=1: one request per engine call)."""
+        self._batch.set_max_batch_size(max_batch_size)
+        self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def stats(self) -> dict:
+        """Engine batches run so far: {"batches": n, "requests": n, "max_batch_size": n, "sizes": {size: count}}."""
+        sizes = dict(sorted(self.batch_sizes.items()))
+        return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
+                "max_batch_size": max(sizes, default=0), "sizes": sizes}  # fmt: skip
+
+    def reset_stats(self) -> None:
+        self.batch_sizes.clear()
+
+    def check_health(self) -> None:
+        if self.engine is None:
+            raise RuntimeError("engine is closed")
+
+
+class DeploymentBackend:
+    """An LLM deployment seen through a handle: a `CompletionBackend` for OpenAI routes on another deployment."""
+
+    def __init__(self, handle, model_name: str):
+        self.handle = handle
+        self.model_name = model_name
+
+    async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed:
+        return await self.handle.complete.remote(prompt, params, stream)
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.ingress()
+class OpenAIServer:
+    """HTTP front of one `LLMServer`: OpenAI-compatible routes (auth, limits from `config.http`) and /healthz."""
+
+    def __init__(self, llm, config: LLMServerConfig):
+        self.llm = llm
+        self.config = config
+
+    def __serve_build_asgi_app__(self):
+        app = guarded_app(f"rayflow LLM: {self.config.model_name}", self.config.http)
+        backend = DeploymentBackend(self.llm, self.config.model_name)
+        add_openai_routes(app, backend, bearer_auth(self.config.http), self.config.default_max_tokens)
+
+        @app.get("/healthz")
+        async def healthz():
+            return await health_reply(self.llm, {"model": self.config.model_name})
+
+        return app
+
+
+HEALTH_TIMEOUT_S = 5.0
+
+
+async def llm_health(handle, timeout_s: float = HEALTH_TIMEOUT_S) -> str | None:
+    """None when the LLM deployment answers its health check within `timeout_s` seconds, else the reason.
+
+    Serve holds calls to a replica that is still loading its model, so "no answer in time" means not ready.
+    """
+    try:
+        await asyncio.wait_for(handle.check_health.remote(), timeout_s)
+    except TimeoutError:
+        return f"the model is not ready: no answer within {timeout_s:g} s (still loading?)"
+    except (RayError, RuntimeError) as err:  # a failed or dead replica: reported, the probe itself stands
+        return f"the model deployment failed its health check: {type(err).__name__}: {err}"
+    return None
+
+
+async def health_reply(handle, body: dict) -> dict | JSONResponse:
+    """`/healthz`: 200 `{"status": "ok", **body}` once the model answers, 503 with the reason before."""
+    problem = await llm_health(handle)
+    if problem is None:
+        return {"status": "ok", **body}
+    return JSONResponse({"status": "unavailable", **body, "reason": problem}, status_code=503)
+
+
+def from_deployment(handle) -> Generate:
+    """The judges' `Generate` over an `LLMServer` handle: each prompt is its own call, batched by the server."""
+
+    async def generate(prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation | Rejected]:
+        done = await asyncio.gather(*(handle.complete.remote(p, params) for p in prompts))
+        return [Rejected(d.error) if d.error is not None else d.generation for d in done]
+
+    return generate

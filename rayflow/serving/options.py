@@ -1,0 +1,24 @@
+"""Typed replica settings for app builders, so a YAML `args:` block sizes each deployment."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from rayflow.config import Config
+
+
+class ReplicaOptions(Config):
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0, description="Ray CPUs reserved per replica (fractions allowed)")
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(
+        256, ge=1, description="requests a replica holds at once (>= max_batch_size)"
+    )
+
+    def deployment_options(self) -> dict:
+        """Keyword arguments for `Deployment.options(...)`."""
+        return {
+            "num_replicas": self.num_replicas,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+        }

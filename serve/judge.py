@@ -1,0 +1,123 @@
+"""The safety judge service: four judge protocols and critique meta-evaluation behind one HTTP endpoint,
+composed over the generic LLM deployment (vLLM by default).
+
+    POST /v1/judge/safety      {id, lang, query, response, scheme, mode, rules?}  or  {"items": [...]}
+    POST /v1/judge/meta-eval   {query, response, lang, hypothesis_critique, reference_aius}  or  {"items": [...]}
+    GET  /healthz              200 once the judge model answers, 503 while it loads
+    POST /v1/chat/completions, /v1/completions; GET /v1/models   (the judge model, OpenAI-compatible)
+
+Build with `build_judge_app(JudgeAppArgs(...))`, `serve run serve/config.yaml`, or
+`serve run serve.judge:build_judge_app`. See docs/safety.md.
+"""
+
+# No `from __future__ import annotations` here: `serve run` turns a YAML `args:` block into the builder's
+# pydantic model only when the annotation is the class itself, not a string.
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application
+
+from rayflow.config import Config
+from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, judge
+from rayflow.eval.safety.metaeval import (
+    PROMPT_VERSION,
+    MetaEvalConfig,
+    MetaEvalItem,
+    aggregate,
+    meta_evaluate,
+)
+from rayflow.serving import HTTPConfig, LLMServer, LLMServerConfig, ReplicaOptions, from_deployment
+from rayflow.serving.guards import bad_request, bearer_auth, guarded_app
+from rayflow.serving.llm import DeploymentBackend, health_reply
+from rayflow.serving.openai_api import add_openai_routes
+
+MAX_ITEMS = 256
+
+
+class JudgeAppArgs(Config):
+    """The judge application: its model, decoding, limits and replica sizes."""
+
+    llm: LLMServerConfig = LLMServerConfig()
+    judge: JudgeConfig = JudgeConfig()
+    metaeval: MetaEvalConfig = MetaEvalConfig()
+    http: HTTPConfig = HTTPConfig()
+    judge_model: str | None = Field(
+        None, description="name reported as judge_model; None = llm's served name"
+    )
+    llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
+    judge_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
+
+
+class JudgeBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[JudgeRequest] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class MetaEvalBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[MetaEvalItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+def _validate(single: type[BaseModel], batch: type[BaseModel], body: dict):
+    """A body is one item or `{"items": [...]}`; errors are located under `body` like FastAPI's own."""
+    model = batch if isinstance(body, dict) and "items" in body else single
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False, include_context=False)]
+        ) from None
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.ingress()
+class SafetyJudgeServer:
+    def __init__(self, llm, args: JudgeAppArgs):
+        self.args = args
+        self.model_name = args.judge_model or args.llm.model_name
+        self.llm = llm
+        self.generate = from_deployment(llm)
+
+    def __serve_build_asgi_app__(self):
+        app = guarded_app("rayflow safety judge", self.args.http)
+        auth = bearer_auth(self.args.http)
+        add_openai_routes(app, DeploymentBackend(self.llm, self.args.llm.model_name), auth,
+                          self.args.llm.default_max_tokens)  # fmt: skip
+
+        @app.get("/healthz")
+        async def healthz():
+            return await health_reply(self.llm, {"judge_model": self.model_name})
+
+        @app.post("/v1/judge/safety", dependencies=[auth])
+        async def safety(body: dict):
+            request = _validate(JudgeRequest, JudgeBatch, body)
+            if isinstance(request, JudgeBatch):
+                results = await judge(request.items, self.generate, self.args.judge, self.model_name)
+                return {"results": [r.model_dump() for r in results]}
+            [result] = await judge([request], self.generate, self.args.judge, self.model_name)
+            if result.error is not None:
+                raise bad_request(
+                    f"query/response: the judge model refused the prompt: {result.error}", "query"
+                )
+            return result.model_dump()
+
+        @app.post("/v1/judge/meta-eval", dependencies=[auth])
+        async def meta_eval(body: dict):
+            request = _validate(MetaEvalItem, MetaEvalBatch, body)
+            items = request.items if isinstance(request, MetaEvalBatch) else [request]
+            results = await meta_evaluate(items, self.generate, self.args.metaeval)
+            if isinstance(request, MetaEvalItem):
+                return {
+                    **results[0].model_dump(),
+                    "judge_model": self.model_name,
+                    "prompt_version": PROMPT_VERSION,
+                }
+            return {"results": [r.model_dump() for r in results], **aggregate([r.scores() for r in results]),
+                    "judge_model": self.model_name, "prompt_version": PROMPT_VERSION}  # fmt: skip
+
+        return app
+
+
+def build_judge_app(args: JudgeAppArgs) -> Application:
+    llm = LLMServer.options(**args.llm_replica.deployment_options()).bind(args.llm)
+    return SafetyJudgeServer.options(**args.judge_replica.deployment_options()).bind(llm, args)
