@@ -21,10 +21,10 @@ else
 fi
 
 id="rayflow-demo-$(date +%s)"
-echo "== submitting $id: jobs/generate.py on examples/prompts.jsonl (tiny model, vLLM engine)"
+echo "== submitting $id: jobs/prox_refine.py on examples/web_corpus.jsonl (ProX refinement, rules generator)"
 ray job submit --address "$address" --submission-id "$id" --working-dir . \
   --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
-  -- python jobs/generate.py --config configs/generate.yaml "output_dir=$out"
+  -- python jobs/prox_refine.py --config configs/prox_refine.yaml "output_dir=$out" overwrite=true
 status=$(python -c 'import sys; from ray.job_submission import JobSubmissionClient as C
 print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)' "$address" "$id")
 if [ "$status" != "SUCCEEDED" ]; then
@@ -38,9 +38,23 @@ import pyarrow.parquet as pq
 out = Path(sys.argv[1])
 stats = json.loads((out / "stats.json").read_text())
 run = json.loads((out / "run.json").read_text())
-rows = pq.read_table(out / "generations").to_pylist()[:3]
-print(f"\n== done in {run['wall_s']:.1f}s: {stats['generated']} generated, {stats['errors']} errors")
-for r in rows:
-    print(f"   {r['id']}: {r['generated_text'][:70]!r}")
-print(f"== output: {out}/generations (Parquet), errors/, stats.json, run.json")
+rows = sorted(pq.read_table(out / "data").to_pylist(), key=lambda r: r["id"])
+print(f"\n== done in {run['wall_s']:.1f}s: {stats['documents_in']} documents in, {stats['documents_kept']} kept, "
+      f"{stats['errors']} errors; drop reasons {stats['drop_reasons']}")
+tokens = f", tokens {stats['token_retention']:.0%}" if stats["token_retention"] is not None else ""
+print(f"== retention: words {stats['word_retention']:.0%}{tokens}")
+kept = [r for r in rows if r["kept"]]
+example = max(kept, key=lambda r: len(r["raw_content"].split("\n")) - len(r["text"].split("\n")))
+print(f"== before/after: {example['id']}")
+def excerpt(label, text):
+    lines = text.split("\n")
+    shown = lines if len(lines) <= 12 else lines[:5] + ["..."] + lines[-6:]
+    print(f"-- {label} ({len(lines)} lines):")
+    for line in shown:
+        print(f"   | {line[:90]}")
+excerpt("before: raw_content", example["raw_content"])
+excerpt("after: text", example["text"])
+dropped = [r for r in rows if not r["kept"]][:3]
+print("-- dropped: " + "; ".join(f"{r['id']} ({r['doc_program'].splitlines()[0][:60]})" for r in dropped))
+print(f"== output: {out}/data (Parquet), errors/, stats.json, run.json")
 PY

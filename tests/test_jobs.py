@@ -34,7 +34,7 @@ def test_bad_override_is_a_message_not_a_traceback():
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_demo_submits_to_a_real_head(tmp_path):
-    """cluster/demo.sh: `ray start --head` on 127.0.0.1, `ray job submit --working-dir .`, summary, stop."""
+    """cluster/demo.sh: `ray start --head` on 127.0.0.1, `ray job submit` of the ProX job, summary, stop."""
     import ray
 
     ray.shutdown()  # `ray stop` ends every Ray process here; this test runs last (see conftest)
@@ -45,13 +45,15 @@ def test_demo_submits_to_a_real_head(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "starting a local Ray head" in proc.stdout and "stopping the local Ray head" in proc.stdout
+    assert "20 documents in, 14 kept, 0 errors" in proc.stdout and "before/after" in proc.stdout
     stats = json.loads((out / "stats.json").read_text())
-    assert stats == {"rows_in": 32, "generated": 32, "errors": 0}
-    rows = pq.read_table(out / "generations").to_pylist()
-    assert sorted(r["id"] for r in rows)[:2] == ["chat-00", "chat-01"]
-    assert all(r["num_generated_tokens"] > 0 or r["finish_reason"] == "stop" for r in rows)
+    assert stats["documents_in"] == 20 and stats["documents_kept"] == 14 and stats["errors"] == 0
+    rows = pq.read_table(out / "data").to_pylist()
+    assert len(rows) == 20 and {r["id"] for r in rows} >= {"web-bees", "web-spam-1"}
+    bees = next(r for r in rows if r["id"] == "web-bees")
+    assert "Powered by WordPress" in bees["raw_content"] and "Powered by WordPress" not in bees["text"]
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "ok" and run["config"]["engine"]["backend"] == "vllm"
+    assert run["status"] == "ok" and run["config"]["generator"] == "rules"
     assert run["versions"]["ray"].startswith("2.60")
     # The head it started is gone again.
     ray_cli = str(Path(sys.executable).with_name("ray"))

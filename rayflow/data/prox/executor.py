@@ -1,0 +1,188 @@
+"""Run ProX programs on documents, with the reference executor's semantics and decision rule.
+
+Doc level (`execute_doc_program`): the document is dropped exactly when the program holds a valid
+`drop_doc()` call. An empty or unreadable program keeps the document (`DocResult.parse_failed`).
+
+Chunk level (`execute_chunk_program`), as ProX's `execute_meta_operations`:
+
+1. every `normalize` is applied, in program order, to the whole text (`str.replace`, all occurrences);
+2. the `remove_lines` intervals (0-based, inclusive, line numbers of the original split on `\\n`) are removed;
+   `remove_lines(all=True)` removes every line. Intervals are merged (touching ones too); a merged interval
+   that starts past the last line is an error op, one that ends past it is clipped and is an error op too;
+3. with r = words(out) / words(original), words being `str.split()` tokens:
+   r <= 1 - `removal_ceiling` with fewer than `max_error_ops` errors -> dropped (`"ratio"`);
+   otherwise `min_words` words or fewer left -> dropped (`"min_words"`);
+   otherwise fewer than `max_error_ops` errors -> the refined text;
+   otherwise -> the original text (`fallback`: the program is not trusted).
+   A document with no words is dropped as `"empty"` (the reference divides by zero).
+
+Two reference quirks are kept on purpose, since refined corpora must match: `normalize(source_str=" ")`
+(one argument) deletes every space, while the two-argument form never replaces `""` or `" "`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import Field
+
+from rayflow.config import Config
+from rayflow.data.prox.parser import FUNCTIONS_CHUNK, FUNCTIONS_DOC, parse_program
+
+
+class ExecutorConfig(Config):
+    """The chunk-level decision rule; the defaults are the reference's (threshold_1, threshold_2, error_op)."""
+
+    keep_ratio_floor: float = Field(0.0, ge=0.0, le=1.0, description="threshold_1: min words kept ratio")
+    removal_ceiling: float = Field(
+        0.95, ge=0.0, le=1.0, description="threshold_2: drop when more than this fraction of words is removed"
+    )
+    max_error_ops: int = Field(
+        2, ge=1, description="error_op: this many error ops and the program is ignored"
+    )
+    min_words: int = Field(10, ge=0, description="drop when this many words or fewer remain")
+
+
+DEFAULT_EXECUTOR = ExecutorConfig()
+
+
+class DocResult(NamedTuple):
+    keep: bool
+    n_calls: int  # valid drop_doc/keep_doc calls
+    n_error_ops: int
+    n_unknown_calls: int
+
+    @property
+    def parse_failed(self) -> bool:
+        """True for an empty program or one with no valid call: the document is kept, and counted."""
+        return self.n_calls == 0
+
+
+class ChunkResult(NamedTuple):
+    text: str  # "" when dropped
+    kept: bool
+    n_error_ops: int
+    drop_reason: str | None  # None, "empty", "ratio" or "min_words"
+    fallback: bool = False  # kept, but as the original text: the program had too many error ops
+    words_in: int = 0
+    words_out: int = 0  # words of the returned text
+    n_calls: int = 0
+    n_unknown_calls: int = 0
+    lines_removed: int = 0
+    normalizations: tuple[tuple[str, str], ...] = ()  # (source, target) that changed the text, in order
+
+
+def execute_doc_program(program: str) -> DocResult:
+    """Decide whether a document stays, from its doc-level program."""
+    parsed = parse_program(program, FUNCTIONS_DOC)
+    drop = any(op[0] == "drop_doc" for op in parsed.ops)
+    return DocResult(not drop, len(parsed.ops), parsed.n_error_ops, parsed.n_unknown_calls)
+
+
+def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFAULT_EXECUTOR) -> ChunkResult:
+    """Refine `text` with `program`: the chunk programs of one document, joined by newlines."""
+    parsed = parse_program(program, FUNCTIONS_CHUNK)
+    n_error = parsed.n_error_ops
+    normalized = text
+    applied: list[tuple[str, str]] = []
+    intervals: list[tuple[int, int]] = []
+    remove_all = False
+    for name, a, b in parsed.ops:
+        if name == "remove_lines":
+            if a is None:
+                remove_all = True
+            else:
+                intervals.append((a, b))
+        # The reference: one argument always replaces (a " " deletes every space); two never replace ""/" ".
+        elif name == "normalize" and a and (b is None or a != " "):
+            replaced = normalized.replace(a, b or "")
+            if len(replaced) != len(normalized) or replaced != normalized:
+                normalized = replaced
+                applied.append((a, b or ""))
+
+    words_in = len(text.split())
+    # Words never span lines, so words out = words of the normalised text - words of the removed lines; this
+    # counts only the (usually few) removed lines, and the refined text is joined only if it is returned.
+    words_out = words_in if normalized is text else len(normalized.split())
+    lines_removed = 0
+    spans: list[tuple[int, int]] = []
+    if intervals or remove_all:
+        lines = normalized.split("\n")
+        n_lines = len(lines)
+        errors, spans = _merge_and_clip(intervals, n_lines)
+        n_error += errors
+        if remove_all:
+            spans, lines_removed, words_out = [(0, n_lines - 1)], n_lines, 0
+        else:
+            for start, end in spans:
+                lines_removed += end - start + 1
+                words_out -= len(" ".join(lines[start : end + 1]).split())
+
+    n_calls, n_unknown, applied = len(parsed.ops), parsed.n_unknown_calls, tuple(applied)
+    if words_in == 0:
+        return ChunkResult(
+            "", False, n_error, "empty", False, 0, 0, n_calls, n_unknown, lines_removed, applied
+        )
+    ratio = words_out / words_in
+    trusted = n_error < config.max_error_ops
+    if ratio <= 1 - config.removal_ceiling and trusted:
+        return ChunkResult(
+            "", False, n_error, "ratio", False, words_in, 0, n_calls, n_unknown, lines_removed, applied
+        )
+    if words_out <= config.min_words:
+        return ChunkResult(
+            "", False, n_error, "min_words", False, words_in, 0, n_calls, n_unknown, lines_removed, applied
+        )
+    if ratio >= config.keep_ratio_floor and trusted:
+        processed = _without(lines, spans) if lines_removed else normalized
+        return ChunkResult(
+            processed,
+            True,
+            n_error,
+            None,
+            False,
+            words_in,
+            words_out,
+            n_calls,
+            n_unknown,
+            lines_removed,
+            applied,
+        )
+    return ChunkResult(
+        text, True, n_error, None, True, words_in, words_in, n_calls, n_unknown, lines_removed, applied
+    )
+
+
+def _merge_and_clip(intervals: list[tuple[int, int]], n_lines: int) -> tuple[int, list[tuple[int, int]]]:
+    """`(error ops, spans)`: intervals merged as the reference merges them (touching ones too), each one that
+    starts or ends past the last line an error op; spans = the merged intervals clipped to the document, sorted,
+    disjoint (their lines are exactly the lines the intervals name)."""
+    errors = 0
+    merged: list[list[int]] = []
+    for start, end in sorted(intervals, key=_start):  # by start only, stable: ties keep program order
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    spans = []
+    for start, end in merged:
+        if start >= n_lines or end >= n_lines:
+            errors += 1
+        start, end = max(start, 0), min(end, n_lines - 1)
+        if start <= end:
+            spans.append((start, end))
+    return errors, spans
+
+
+def _without(lines: list[str], spans: list[tuple[int, int]]) -> str:
+    """`lines` joined by newlines, less the lines of `spans` (sorted, disjoint, inclusive)."""
+    kept, at = [], 0
+    for start, end in spans:
+        kept.extend(lines[at:start])
+        at = end + 1
+    kept.extend(lines[at:])
+    return "\n".join(kept)
+
+
+def _start(interval: tuple[int, int]) -> int:
+    return interval[0]

@@ -1,0 +1,161 @@
+"""One refinement stage as a batch function: rows in, rows out (Arrow), no Ray.
+
+`RefineStage(levels=("doc",))` writes doc programs and runs them; `("chunk",)` does the same at chunk level for
+the documents the doc stage kept (split into chunks and merged back inside this one call: no shuffle);
+`("doc", "chunk")` fuses both. Batches are Arrow tables with `READ_SCHEMA` in and `ROW_SCHEMA` out. Ray Data
+runs it in an actor pool (`rayflow.data.prox.pipeline`); tests call it directly. Rows that arrive as error
+records pass through untouched, and a document the generator cannot handle becomes one; every row that comes
+in goes out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from rayflow.data.prox.executor import ExecutorConfig, execute_chunk_program, execute_doc_program
+from rayflow.data.prox.generator import build_generator
+
+READ_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("error", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("extra", pa.string()),
+    ]
+)
+# Every row carries every column, so error-only batches and good ones have the same Arrow schema.
+STAGE_DEFAULTS = {
+    "doc_program": "",
+    "doc_keep": True,
+    "doc_n_error_ops": 0,
+    "doc_parse_failed": False,
+    "doc_prompt_tokens": 0,
+    "doc_truncated": False,
+    "doc_s": 0.0,
+    "chunk_program": "",
+    "refined": "",
+    "kept": False,
+    "n_error_ops": 0,
+    "drop_reason": "",
+    "fallback": False,
+    "n_calls": 0,
+    "n_unknown_calls": 0,
+    "chunk_parse_failed": False,
+    "n_chunks": 0,
+    "chunk_prompt_tokens": 0,
+    "chunk_truncated": False,
+    "words_in": 0,
+    "words_out": 0,
+    "tokens_in": -1,
+    "tokens_out": -1,
+    "chunk_s": 0.0,
+}
+_TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+ROW_SCHEMA = pa.schema(list(READ_SCHEMA) + [(k, _TYPES[type(v)]) for k, v in STAGE_DEFAULTS.items()])
+
+
+class RefineStage:
+    """Callable batch function; builds its generator (and so its engine) once, in the actor."""
+
+    def __init__(
+        self,
+        levels: tuple[str, ...],
+        generator: str,
+        rules: dict,
+        lm: dict,
+        tokenizer: str | None,
+        executor: dict,
+    ):
+        self.levels = tuple(levels)
+        self.generator = build_generator(generator, rules, lm, tokenizer)
+        self.executor = ExecutorConfig(**executor)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        for row in rows:
+            for key, value in STAGE_DEFAULTS.items():
+                row.setdefault(key, value)
+        if "doc" in self.levels:
+            self._doc([r for r in rows if r["error"] is None])
+        if "chunk" in self.levels:
+            todo = [r for r in rows if r["error"] is None]
+            for row in todo:
+                if not row["doc_keep"]:
+                    row["drop_reason"] = "doc"
+                    row["words_in"] = len(row["text"].split())
+            self._chunk([r for r in todo if r["doc_keep"]])
+            # Doc-dropped documents count too: their tokens are in and none are out.
+            self._count_tokens([r for r in todo if r["error"] is None])
+        return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+    def _doc(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        start = time.perf_counter()
+        generated = self.generator.doc_programs([r["text"] for r in rows])
+        for row, gen in zip(rows, generated):
+            if gen.error is not None:
+                _fail(row, "generation_failed", f"doc program: {gen.error}")
+                continue
+            result = execute_doc_program(gen.program)
+            row.update(
+                doc_program=gen.program,
+                doc_keep=result.keep,
+                doc_n_error_ops=result.n_error_ops,
+                doc_parse_failed=result.parse_failed,
+                doc_prompt_tokens=gen.prompt_tokens,
+                doc_truncated=gen.truncated,
+            )
+        per_row = (time.perf_counter() - start) / len(rows)
+        for row in rows:
+            row["doc_s"] = per_row
+
+    def _chunk(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        start = time.perf_counter()
+        generated = self.generator.chunk_programs([r["text"] for r in rows])
+        for row, gen in zip(rows, generated):
+            if gen.error is not None:
+                _fail(row, "generation_failed", f"chunk program: {gen.error}")
+                continue
+            result = execute_chunk_program(row["text"], gen.program, self.executor)
+            row.update(
+                chunk_program=gen.program,
+                refined=result.text,
+                kept=result.kept,
+                n_error_ops=result.n_error_ops,
+                drop_reason=result.drop_reason or "",
+                fallback=result.fallback,
+                n_calls=result.n_calls,
+                n_unknown_calls=result.n_unknown_calls,
+                chunk_parse_failed=result.n_calls == 0,  # empty, or not one valid call
+                n_chunks=gen.n_prompts,
+                chunk_prompt_tokens=gen.prompt_tokens,
+                chunk_truncated=gen.truncated,
+                words_in=result.words_in,
+                words_out=result.words_out if result.kept else 0,
+            )
+        per_row = (time.perf_counter() - start) / len(rows)
+        for row in rows:
+            row["chunk_s"] = per_row
+
+    def _count_tokens(self, rows: list[dict]) -> None:
+        """Tokens in and out per row (`tokens_*` stay -1 when the generator has no tokenizer)."""
+        tokens_in = self.generator.count_tokens([r["text"] for r in rows]) if rows else None
+        if tokens_in is None:
+            return
+        kept = [r for r in rows if r["kept"]]
+        tokens_out = dict(zip(map(id, kept), self.generator.count_tokens([r["refined"] for r in kept]) or []))
+        for row, n_in in zip(rows, tokens_in):
+            row["tokens_in"], row["tokens_out"] = n_in, tokens_out.get(id(row), 0)
+
+
+def _fail(row: dict, kind: str, reason: str) -> None:
+    row.update(error=kind, reason=f"row {row['row']}: {reason}", raw=row["text"][:300])

@@ -1,0 +1,63 @@
+"""The shipped configs, run as users run them: `--help`, and the lm config through vLLM inside Ray Data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO
+from tests.data.prox.conftest import SAMPLE
+
+
+def run_job(*args, timeout=300):
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    return subprocess.run(
+        [sys.executable, "jobs/prox_refine.py", *args],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_and_config_errors():
+    proc = run_job("--help")
+    assert proc.returncode == 0
+    for key in (
+        "generator",
+        "lm.chunk_engine.model",
+        "executor.removal_ceiling",
+        "rules.min_words",
+        "long_line",
+    ):
+        assert key in proc.stdout
+    proc = run_job("--config", "configs/prox_refine.yaml", "generator=gpt")
+    assert proc.returncode == 2 and "generator" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_job("--config", "configs/prox_refine.yaml", "input=/nonexistent/corpus")
+    assert proc.returncode == 2 and "/nonexistent/corpus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_lm_config_runs_through_vllm_actors(tmp_path):
+    subset = tmp_path / "subset.jsonl"
+    subset.write_text("".join(SAMPLE.read_text().splitlines(keepends=True)[:6]))
+    out = tmp_path / "out"
+    proc = run_job("--config", "configs/prox_refine_lm.yaml", f"input={subset}", f"output_dir={out}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["documents_in"] == 6 and stats["errors"] == 0
+    assert (
+        stats["tokens_in"] > 0
+        and stats["doc_stage"]["prompt_tokens"] > 0
+        and stats["chunk_stage"]["chunks"] >= 6
+    )
+    rows = pq.read_table(out / "data").to_pylist()
+    assert len(rows) == 6 and all(r["doc_program"] is not None for r in rows)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok" and run["config"]["lm"]["doc_engine"]["backend"] == "vllm"
