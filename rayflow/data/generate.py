@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import Field
 
 from rayflow.config import Config
+from rayflow.jsonl import loads_object
 from rayflow.llm import EngineConfig, SamplingParams, build_engine
 
 ERROR_PREVIEW_CHARS = 500
@@ -38,12 +39,9 @@ class GenerateConfig(Config):
 
 def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
     """Parse one JSONL line into `{"id", "prompt"}` (prompt JSON-encoded if it is a chat) or an error reason."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err.msg} at column {err.colno}"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
+    obj, error = loads_object(line)
+    if obj is None:
+        return None, error
     prompt = obj.get("prompt")
     if isinstance(prompt, str):
         if not prompt.strip():

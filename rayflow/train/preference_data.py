@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rayflow.config import Config
+from rayflow.jsonl import loads_object
 
 Kind = Literal["preference", "response"]
 _SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -84,15 +85,8 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any] | Non
             for i, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield str(file), i, None, f"invalid JSON: {err.msg} at column {err.colno}"
-                    continue
-                if not isinstance(obj, dict):
-                    yield str(file), i, None, f"expected a JSON object, got {type(obj).__name__}"
-                    continue
-                yield str(file), i, obj, None
+                obj, error = loads_object(line)
+                yield str(file), i, obj, error
 
 
 def parse_row(obj: dict[str, Any], kind: Kind) -> tuple[str | list[dict[str, str]], str, str | None]:

@@ -24,6 +24,7 @@ from pydantic import Field
 from rayflow.config import Config
 from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, JudgeResult, SafetyJudge, Scheme
 from rayflow.eval.safety.metrics import label_report, normalize_gold
+from rayflow.jsonl import loads_object
 from rayflow.llm.engine import EngineConfig, build_engine, resolve_model_path
 
 ERROR_PREVIEW_CHARS = 500
@@ -54,12 +55,9 @@ class EvalSafetyConfig(Config):
 
 def parse_row(line: str, where: str) -> tuple[dict | None, str | None]:
     """One JSONL line -> `{id, lang, query, response, label}` or an error reason (which names the field)."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err.msg} at column {err.colno}"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
+    obj, error = loads_object(line)
+    if obj is None:
+        return None, error
     for name in ("query", "response"):
         if not isinstance(obj.get(name), str):
             return None, f"field {name!r} must be a string" + (" (missing)" if name not in obj else "")

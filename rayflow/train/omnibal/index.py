@@ -18,12 +18,13 @@ and count dynamic-resolution tiles per image, which is what :class:`ImageTextFor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from rayflow.jsonl import loads_object
 
 __all__ = ["ImageTextFormat", "LengthIndex", "build_index", "parse_sample", "read_jsonl_index"]
 
@@ -79,12 +80,9 @@ class LengthIndex:
 
 def parse_sample(line: str) -> tuple[dict | None, str | None]:
     """Parse one JSONL line into ``{"id", "images", "text"}``, or return the reason it is unusable."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"invalid JSON: {err.msg} at column {err.colno}"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
+    obj, error = loads_object(line)
+    if obj is None:
+        return None, error
     text, images = obj.get("text"), obj.get("images", [])
     if not isinstance(text, str) or not text.strip():
         return None, "field 'text' must be a non-empty string"
