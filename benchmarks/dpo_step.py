@@ -169,7 +169,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from rayflow.llm.tiny import resolve_model
+    from rayflow.llm import resolve_model
 
     model = resolve_model(args.model)
     if args.trl_child:

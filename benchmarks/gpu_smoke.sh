@@ -46,7 +46,7 @@ os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 import deepspeed
 from transformers import AutoModelForCausalLM
 
-from rayflow.llm.tiny import resolve_model
+from rayflow.llm import resolve_model
 
 deepspeed.init_distributed(dist_backend="nccl")
 model = AutoModelForCausalLM.from_pretrained(resolve_model("tiny:base"))

@@ -24,7 +24,7 @@ def run(mode: str, samples: int, storage: str) -> dict:
     from transformers import AutoTokenizer
 
     from rayflow.config import load_config
-    from rayflow.llm.tiny import resolve_model
+    from rayflow.llm import resolve_model
     from rayflow.train.omnibal.train import TrainVLMConfig, load_samples, plan_run, train_vlm
 
     overrides = [f"data.synthetic_samples={samples}", "data.synthetic_skew=3.0", "train.max_steps=null",

@@ -20,7 +20,7 @@ import ray
 from transformers import AutoTokenizer
 
 from rayflow.config import parse_cli
-from rayflow.llm.tiny import resolve_model
+from rayflow.llm import resolve_model
 from rayflow.runinfo import RunRecord, write_json
 from rayflow.train.omnibal.train import TrainVLMConfig, load_samples, plan_run, train_vlm
 

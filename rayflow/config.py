@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-__all__ = ["Config", "ConfigError", "config_help", "dump_config", "load_config", "parse_cli"]
+__all__ = ["Config", "ConfigError", "build_parser", "config_help", "dump_config", "load_config", "parse_cli"]
 
 C = TypeVar("C", bound="Config")
 
@@ -211,6 +211,16 @@ def parse_cli(cls: type[C], argv: Sequence[str] | None = None, *, description: s
     ``--help`` lists every config key; a bad config prints ``error: <message>`` to
     stderr and exits with status 2.
     """
+    args = build_parser(cls, description).parse_intermixed_args(argv)
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_parser(cls: type[Config], description: str = "") -> argparse.ArgumentParser:
+    """The job's argument parser: ``[--config FILE] [key=value ...]`` with the config-key table as epilog."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="config keys (set with key=value, dotted for nested sections):\n" + config_help(cls),
@@ -218,12 +228,7 @@ def parse_cli(cls: type[C], argv: Sequence[str] | None = None, *, description: s
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with config values")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override one config value")
-    args = parser.parse_intermixed_args(argv)
-    try:
-        return load_config(cls, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return parser
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:

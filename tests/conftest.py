@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """A weak (`tiny`) and a strong (`small`) random Llama sharing one tokenizer."""
-    from rayflow.llm.tiny import build_family
+    from rayflow.llm import build_family
 
     return build_family(tmp_path_factory.mktemp("models"), sizes=("tiny", "small"))
 

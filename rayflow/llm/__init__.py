@@ -5,7 +5,7 @@
     engine.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=16))
     engine.score(["The sky is"], [" blue"])[0].logprobs   # one log-prob per completion token
 
-See `rayflow.llm.engine` for the token-boundary contract of `score`.
+Everything other packages need is exported here; nothing outside `rayflow/llm/` imports its submodules.
 """
 
 from rayflow.llm.engine import (
@@ -14,12 +14,32 @@ from rayflow.llm.engine import (
     EngineConfig,
     EngineError,
     Generation,
+    Message,
     Prompt,
+    PromptRejected,
     SamplingParams,
     Scored,
     TokenLogprob,
     build_engine,
+    completion_token_ids,
+    load_tokenizer,
+    prompt_token_ids,
+    resolve_model_path,
+    truncate_at_stop,
 )
+
+# The tiny-model builder imports torch and transformers: loaded on first use, so pure modules that only need
+# the types above (safety protocols, parsers) stay light.
+_TINY = ("build_family", "build_tiny_model", "resolve_model", "train_tokenizer")
+
+
+def __getattr__(name: str):
+    if name in _TINY:
+        from rayflow.llm import tiny
+
+        return getattr(tiny, name)
+    raise AttributeError(f"module 'rayflow.llm' has no attribute {name!r}")
+
 
 __all__ = [
     "Completion",
@@ -27,9 +47,20 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "Generation",
+    "Message",
     "Prompt",
+    "PromptRejected",
     "SamplingParams",
     "Scored",
     "TokenLogprob",
     "build_engine",
+    "build_family",
+    "build_tiny_model",
+    "completion_token_ids",
+    "load_tokenizer",
+    "prompt_token_ids",
+    "resolve_model",
+    "resolve_model_path",
+    "train_tokenizer",
+    "truncate_at_stop",
 ]

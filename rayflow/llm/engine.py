@@ -119,6 +119,16 @@ class Scored:
         return float(sum(self.logprobs))
 
 
+@dataclass(frozen=True)
+class PromptRejected:
+    """The engine refused this one prompt (too long for the context, empty, bad token ids); `reason` says why.
+
+    Returned in place of a `Generation`/`Scored` so one bad prompt never fails its batch.
+    """
+
+    reason: str
+
+
 @runtime_checkable
 class Engine(Protocol):
     config: EngineConfig

@@ -27,7 +27,7 @@ from ray.exceptions import RayError
 
 from rayflow.config import Config
 from rayflow.eval.safety.llm import Generate, Rejected, generate_one, rejection_errors
-from rayflow.llm.engine import (
+from rayflow.llm import (
     EngineConfig,
     Generation,
     Prompt,

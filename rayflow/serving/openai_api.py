@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayflow.llm.engine import Generation, Prompt, SamplingParams
+from rayflow.llm import Generation, Prompt, SamplingParams
 from rayflow.serving.guards import bad_request
 
 

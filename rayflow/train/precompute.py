@@ -32,7 +32,7 @@ import pandas as pd
 from pydantic import Field
 
 from rayflow.config import Config
-from rayflow.llm.engine import EngineConfig, build_engine, load_tokenizer, resolve_model_path
+from rayflow.llm import EngineConfig, build_engine, load_tokenizer, resolve_model_path
 from rayflow.train.preference_data import Example, prompt_ids, response_ids
 
 Mode = Literal["conditional", "unconditional"]

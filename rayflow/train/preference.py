@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, model_validator
 
 from rayflow.config import Config
-from rayflow.llm.engine import EngineConfig, load_tokenizer, resolve_model_path
+from rayflow.llm import EngineConfig, load_tokenizer, resolve_model_path
 from rayflow.train.lm_task import CausalLMTask, place_tokens
 from rayflow.train.logprobs import collate, collate_preference, split_pair, token_logps
 from rayflow.train.loop import TrainLoopConfig, fit

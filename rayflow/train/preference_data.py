@@ -150,7 +150,7 @@ def _is_message(m: Any) -> bool:
 
 def prompt_ids(tokenizer, prompt: str | list[dict[str, str]]) -> list[int]:
     """Prompt tokens exactly as the engine layer's `score` builds them (chat template + generation prompt)."""
-    from rayflow.llm.engine import prompt_token_ids
+    from rayflow.llm import prompt_token_ids
 
     return prompt_token_ids(tokenizer, prompt)
 

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from rayflow.config import Config
-from rayflow.llm.engine import EngineConfig, load_tokenizer, resolve_model_path
+from rayflow.llm import EngineConfig, load_tokenizer, resolve_model_path
 from rayflow.runinfo import write_json
 from rayflow.train.lm_task import CausalLMTask
 from rayflow.train.logprobs import collate, token_logps

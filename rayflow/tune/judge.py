@@ -21,7 +21,7 @@ from pydantic import Field
 
 from rayflow.config import Config
 from rayflow.eval.alignment import parse_pairwise_verdict
-from rayflow.llm.engine import Engine, EngineConfig, SamplingParams
+from rayflow.llm import Engine, EngineConfig, SamplingParams
 
 JUDGE_SYSTEM = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from ray.train import UserCallback
 
 from rayflow.config import Config, dump_config
-from rayflow.llm.engine import EngineConfig, load_tokenizer, resolve_model_path
+from rayflow.llm import EngineConfig, load_tokenizer, resolve_model_path
 from rayflow.runinfo import write_json
 from rayflow.train.loop import TrainLoopConfig, fit
 from rayflow.train.losses import DPOLossType

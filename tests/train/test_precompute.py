@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rayflow.llm import EngineConfig, build_engine
-from rayflow.llm.tiny import build_tiny_model, train_tokenizer
+from rayflow.llm import build_tiny_model, train_tokenizer
 from rayflow.train.logprobs import collate_preference, split_pair, token_logps
 from rayflow.train.precompute import PrecomputeConfig, precompute_logps
 from rayflow.train.preference_data import DataConfig, load_examples

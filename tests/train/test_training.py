@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM
 
 from rayflow.config import load_config
 from rayflow.llm import EngineConfig, SamplingParams, build_engine
-from rayflow.llm.engine import load_tokenizer
-from rayflow.llm.tiny import build_tiny_model, train_tokenizer
+from rayflow.llm import load_tokenizer
+from rayflow.llm import build_tiny_model, train_tokenizer
 from rayflow.train.loop import fit, shard_indices
 from rayflow.train.preference import PreferenceConfig, run_preference
 from rayflow.train.preference_data import load_splits

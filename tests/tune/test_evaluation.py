@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rayflow.llm.engine import EngineConfig, SamplingParams
+from rayflow.llm import EngineConfig, SamplingParams
 from rayflow.tune import evaluation
 from rayflow.tune.evaluation import BASELINE, EvalConfig, evaluate_models, question_text
 from rayflow.tune.judge import JudgeConfig

@@ -1,7 +1,7 @@
 """The pairwise judge: prompt layout, verdict parsing (fake engine: parsing only) and the log-prob mode on a
 real tiny model through the HF backend."""
 
-from rayflow.llm.engine import EngineConfig, Generation, build_engine
+from rayflow.llm import EngineConfig, Generation, build_engine
 from rayflow.tune.judge import JudgeConfig, judge_pairs, judge_prompt
 
 

@@ -25,7 +25,7 @@ from rayflow.data.prox.prompts import (
     doc_prompt_ids,
 )
 from rayflow.llm import EngineConfig, SamplingParams, build_engine
-from rayflow.llm.engine import load_tokenizer
+from rayflow.llm import load_tokenizer
 
 
 class LMConfig(Config):

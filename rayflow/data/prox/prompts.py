@@ -9,7 +9,7 @@ template tokens, as in ProX. The chunk level reads one chunk of numbered lines (
 
 from __future__ import annotations
 
-from rayflow.llm.engine import Message, prompt_token_ids
+from rayflow.llm import Message, prompt_token_ids
 
 SYSTEM_PROMPT = "You are a helpful, respectful and honest assistant."
 DOC_MAX_PROMPT_TOKENS = 2000

@@ -209,7 +209,7 @@ class RulesGenerator:
             return None
         if self._tokenizer is None:
             from rayflow.llm import EngineConfig
-            from rayflow.llm.engine import load_tokenizer
+            from rayflow.llm import load_tokenizer
 
             self._tokenizer = load_tokenizer(EngineConfig(model=self._tokenizer_name))
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -20,7 +20,7 @@ from rayflow.config import Config
 from rayflow.eval.safety.judgement import Judgement
 from rayflow.eval.safety.llm import Generate, Rejected, from_engine
 from rayflow.eval.safety.protocols import SCHEMES, build_prompt, get_protocol, llamaguard
-from rayflow.llm.engine import Engine, Generation, SamplingParams
+from rayflow.llm import Engine, Generation, SamplingParams
 
 Scheme = Literal["safetyj", "shieldlm", "llamaguard", "wildguard"]
 assert set(SCHEMES) == set(Scheme.__args__)  # the request schema lists every protocol

@@ -31,7 +31,7 @@ from rayflow.eval.safety.label_eval import parse_row
 from rayflow.eval.safety.llm import Rejected, from_engine
 from rayflow.eval.safety.metaeval import MetaEvalConfig, MetaEvalItem, meta_evaluate
 from rayflow.eval.safety.protocols import build_prompt, parse_judgement
-from rayflow.llm.engine import EngineConfig, SamplingParams, build_engine, resolve_model_path
+from rayflow.llm import EngineConfig, SamplingParams, build_engine, resolve_model_path
 from rayflow.runinfo import write_json
 from rayflow.train.loop import TrainLoopConfig
 from rayflow.train.precompute import PrecomputeConfig

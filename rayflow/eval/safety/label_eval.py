@@ -25,7 +25,7 @@ from rayflow.config import Config
 from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, JudgeResult, SafetyJudge, Scheme
 from rayflow.eval.safety.metrics import label_report, normalize_gold
 from rayflow.jsonl import loads_object
-from rayflow.llm.engine import EngineConfig, build_engine, resolve_model_path
+from rayflow.llm import EngineConfig, build_engine, resolve_model_path
 
 ERROR_PREVIEW_CHARS = 500
 _CJK = re.compile(r"[\u3400-\u9fff]")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from rayflow.llm.engine import Engine, Generation, Prompt, SamplingParams
+from rayflow.llm import Engine, Generation, Prompt, SamplingParams
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rayflow.config import Config
 from rayflow.eval.safety.llm import Generate, Rejected, from_engine
-from rayflow.llm.engine import Engine, Message, SamplingParams
+from rayflow.llm import Engine, Message, SamplingParams
 
 PROMPT_VERSION = "metaeval/v1"
 ANSWER_START, ANSWER_END = "<Answer Start>", "<Answer End>"

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     from rayflow.config import load_config
-    from rayflow.llm.tiny import resolve_model
+    from rayflow.llm import resolve_model
     from rayflow.train.omnibal.train import TrainVLMConfig
 
     cfg = load_config(TrainVLMConfig, args.config)

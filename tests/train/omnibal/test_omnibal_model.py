@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rayflow.llm.tiny import resolve_model
+from rayflow.llm import resolve_model
 from rayflow.train.omnibal.costmodel import CostProfile
 from rayflow.train.omnibal.index import LengthIndex, read_jsonl_index
 from rayflow.train.omnibal.pipeline import pipeline_state_to_model, wrap_layers

@@ -77,7 +77,7 @@ def test_two_worker_zero_run_has_equal_steps_and_learns(ray_session, tmp_path):
     from transformers import AutoTokenizer
 
     from rayflow.config import load_config
-    from rayflow.llm.tiny import resolve_model
+    from rayflow.llm import resolve_model
     from rayflow.train.omnibal.train import TrainVLMConfig, load_samples, plan_run, train_vlm
 
     cfg = load_config(TrainVLMConfig, REPO / "configs/train_vlm_zero.yaml",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rayflow.eval.safety.judgement import Judgement
 from rayflow.eval.safety.protocols import llamaguard, safetyj, shieldlm, wildguard
 from rayflow.eval.safety.protocols.protocol import Protocol
-from rayflow.llm.engine import Prompt
+from rayflow.llm import Prompt
 
 PROTOCOLS: dict[str, Protocol] = {
     p.PROTOCOL.name: p.PROTOCOL for p in (safetyj, shieldlm, llamaguard, wildguard)

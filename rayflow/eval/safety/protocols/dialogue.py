@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from rayflow.eval.safety.judgement import Judgement, unreadable, verdict_in
-from rayflow.llm.engine import Message
+from rayflow.llm import Message
 
 ANSWER_MARKERS = ("[Answer]", "[答案]")
 ANALYSIS_MARKERS = ("[Analysis]", "[分析]")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rayflow.eval.safety.judgement import SAFE, UNSAFE, Judgement, unreadable
 from rayflow.eval.safety.protocols.protocol import Protocol
-from rayflow.llm.engine import Generation, Prompt
+from rayflow.llm import Generation, Prompt
 
 LABELS = (SAFE, UNSAFE)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rayflow.eval.safety.judgement import Judgement
-from rayflow.llm.engine import Prompt
+from rayflow.llm import Prompt
 
 BuildPrompt = Callable[[str, str, str, Sequence[str], bool], Prompt]
 """(query, response, lang, rules, native) -> prompt for the engine."""

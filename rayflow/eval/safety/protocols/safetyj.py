@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from rayflow.eval.safety.judgement import SAFE, UNSAFE, Judgement
 from rayflow.eval.safety.protocols.dialogue import dialogue_messages, parse_sections
 from rayflow.eval.safety.protocols.protocol import Protocol
-from rayflow.llm.engine import Prompt
+from rayflow.llm import Prompt
 
 LABELS = (SAFE, UNSAFE)
 

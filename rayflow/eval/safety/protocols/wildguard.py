@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from rayflow.eval.safety.judgement import SAFE, UNKNOWN, UNSAFE, Judgement, unreadable
 from rayflow.eval.safety.protocols.protocol import Protocol
-from rayflow.llm.engine import Prompt
+from rayflow.llm import Prompt
 
 LABELS = (SAFE, UNSAFE)
 
