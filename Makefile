@@ -35,4 +35,4 @@ bench: setup
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf outputs benchmarks/results .pytest_cache
+	rm -rf outputs .pytest_cache
