@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 
 from rayflow.config import parse_cli
-from rayflow.eval.safety.judge_training import TrainJudgeConfig, run_train_judge
+from rayflow.train.judge import TrainJudgeConfig, run_train_judge
 from rayflow.runinfo import RunRecord
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rayflow.eval.safety.judge_training import (
+from rayflow.train.judge import (
     preference_pairs,
     read_items,
     reference_output,
@@ -80,8 +80,8 @@ def test_a_round_trains_with_dpo_and_keeps_the_better_judge(ray_session, tiny_mo
     """One round on the real trainer (Ray Train + DeepSpeed DPO) and real greedy validation. Sampling is
     scripted — one correct and one wrong verdict per item — because a random tiny judge never writes the
     protocol's format, so its own samples would all tie and yield no pairs."""
-    from rayflow.eval.safety import judge_training
-    from rayflow.eval.safety.judge_training import TrainJudgeConfig, run_train_judge
+    from rayflow.train import judge as judge_training
+    from rayflow.train.judge import TrainJudgeConfig, run_train_judge
     from rayflow.llm import EngineConfig
 
     def scripted(engine, items, k, temperature, max_tokens, seed):
@@ -114,7 +114,7 @@ def test_a_round_trains_with_dpo_and_keeps_the_better_judge(ray_session, tiny_mo
 
 def test_shipped_config_loads():
     from rayflow.config import load_config
-    from rayflow.eval.safety.judge_training import TrainJudgeConfig
+    from rayflow.train.judge import TrainJudgeConfig
 
     cfg = load_config(TrainJudgeConfig, REPO / "configs/train_judge.yaml")
     assert cfg.rounds >= 1 and cfg.sft_warmstart and cfg.dpo.loss_type == "sigmoid"

@@ -2,7 +2,7 @@
 real tiny model through the HF backend."""
 
 from rayflow.llm import EngineConfig, Generation, build_engine
-from rayflow.tune.judge import JudgeConfig, judge_pairs, judge_prompt
+from rayflow.eval.pairwise import JudgeConfig, judge_pairs, judge_prompt
 
 
 class ScriptedEngine:
