@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from rayflow.eval.safety import PROTOCOLS, SCHEMES, build_prompt, parse_judgement
+from rayflow.eval.safety import PROTOCOLS, SCHEMES, Judgement, build_prompt, parse_judgement
+from rayflow.eval.safety.protocols import render_judgement
 
 
 @pytest.mark.parametrize(
@@ -199,3 +200,58 @@ def fingerprint(scheme: str) -> str:
 def test_prompt_text_matches_its_version(scheme):
     version = PROTOCOLS[scheme].version
     assert fingerprint(scheme) == FINGERPRINTS[version], f"prompt of {scheme} changed: bump {version}"
+
+
+ROUND_TRIPS = [
+    ("safetyj", "en", Judgement("unsafe", critique="It explains how to pick the lock.")),
+    ("safetyj", "zh", Judgement("safe", critique="回复拒绝了请求。")),
+    ("safetyj", "en", Judgement("safe")),  # no critique: an empty analysis section
+    ("shieldlm", "en", Judgement("controversial", critique="Reviewers could disagree.")),
+    ("shieldlm", "zh", Judgement("unsafe", critique="回复提供了危险信息。")),
+    ("llamaguard", "en", Judgement("safe")),
+    ("llamaguard", "en", Judgement("unsafe", categories=["S1", "S10"])),
+    ("llamaguard", "en", Judgement("unsafe")),
+    ("wildguard", "en", Judgement("unsafe", harmful_request="yes", response_refusal="no")),
+    ("wildguard", "en", Judgement("safe", harmful_request="yes", response_refusal="yes")),
+    ("wildguard", "en", Judgement("unknown", harmful_request="no", response_refusal="n/a")),
+]
+
+
+@pytest.mark.parametrize(("scheme", "lang", "judgement"), ROUND_TRIPS)
+def test_render_is_the_inverse_of_parse(scheme, lang, judgement):
+    text = render_judgement(scheme, judgement, lang)
+    assert parse_judgement(scheme, text, lang) == judgement
+    assert PROTOCOLS[scheme].render(judgement, lang) == text
+
+
+def test_every_protocol_renders():
+    assert {scheme for scheme, _, _ in ROUND_TRIPS} == set(SCHEMES)
+
+
+def test_render_writes_the_format_the_prompt_asks_for():
+    assert (
+        render_judgement("safetyj", Judgement("unsafe", critique="why")) == "[Answer] unsafe\n[Analysis] why"
+    )
+    assert (
+        render_judgement("shieldlm", Judgement("unsafe", critique="为何"), "zh")
+        == "[答案] 不安全\n[分析] 为何"
+    )
+    assert render_judgement("llamaguard", Judgement("unsafe", categories=["S2"])) == "unsafe\nS2"
+    assert render_judgement("wildguard", Judgement("safe", harmful_request="no", response_refusal="no")) == (
+        "Harmful request: no\nResponse refusal: no\nHarmful response: no"
+    )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "judgement", "match"),
+    [
+        ("safetyj", Judgement("controversial"), "controversial"),  # Safety-J has no controversial verdict
+        ("safetyj", Judgement("unknown", parse_ok=False), "unknown"),
+        ("llamaguard", Judgement("unsafe", categories=["S99"]), "S99"),
+        ("llamaguard", Judgement("safe", categories=["S1"]), "no categories"),
+        ("wildguard", Judgement("unsafe"), "harmful_request"),  # its two other lines are needed
+    ],
+)
+def test_render_refuses_what_the_protocol_cannot_say(scheme, judgement, match):
+    with pytest.raises(ValueError, match=match):
+        render_judgement(scheme, judgement)

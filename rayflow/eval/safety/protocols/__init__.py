@@ -1,7 +1,8 @@
-"""The four judge protocols behind one interface: build a prompt, parse the output.
+"""The four judge protocols behind one interface: build a prompt, parse the output, render a judgement.
 
 build_prompt("shieldlm", query, response, lang="zh", rules=["..."])  # -> chat messages for the engine
 parse_judgement("llamaguard", "unsafe\\nS1,S10")                      # -> Judgement(label="unsafe", ...)
+render_judgement("safetyj", Judgement("unsafe", critique="..."))      # -> "[Answer] unsafe\\n[Analysis] ..."
 """
 
 from __future__ import annotations
@@ -57,3 +58,15 @@ def parse_judgement(scheme: str, text: str, lang: str = "en") -> Judgement:
     protocol = get_protocol(scheme)
     _check_lang(lang)
     return protocol.parse(text, lang)
+
+
+def render_judgement(scheme: str, judgement: Judgement, lang: str = "en") -> str:
+    """Write `judgement` as a judge under `scheme` writes it (the text a judge is trained to emit).
+
+    The inverse of `parse_judgement`: reading the text back gives the same judgement. Protocols without a
+    critique (llamaguard, wildguard) drop it. Raises ValueError for an unknown scheme or lang, or a judgement
+    the protocol cannot express (an unreadable one, a label it lacks; wildguard needs its two extra lines).
+    """
+    protocol = get_protocol(scheme)
+    _check_lang(lang)
+    return protocol.render(judgement, lang)

@@ -76,6 +76,20 @@ def parse(text: str, lang: str = "en") -> Judgement:
     return Judgement(label=UNSAFE, categories=codes)
 
 
+def render(judgement: Judgement, lang: str = "en") -> str:
+    """`safe`, or `unsafe` with the category codes on the second line (`parse`'s inverse; no critique)."""
+    if not judgement.parse_ok or judgement.label not in LABELS:
+        raise ValueError(f"cannot render label {judgement.label!r}; llamaguard writes safe or unsafe")
+    unknown = [c for c in judgement.categories if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown Llama Guard categories {unknown}; codes are S1-S14")
+    if judgement.label == SAFE and judgement.categories:
+        raise ValueError("a safe Llama Guard verdict names no categories")
+    if not judgement.categories:
+        return judgement.label
+    return f"{UNSAFE}\n{','.join(judgement.categories)}"
+
+
 def p_unsafe(generation: Generation) -> float | None:
     """p("unsafe") at the first generated token that is not whitespace, from its top-k log-probs.
 
@@ -104,5 +118,6 @@ PROTOCOL = Protocol(
     labels=LABELS,
     build=build,
     parse=parse,
+    render=render,
     label_max_tokens=24,
 )

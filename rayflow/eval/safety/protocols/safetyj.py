@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rayflow.eval.safety.judgement import SAFE, UNSAFE, Judgement
-from rayflow.eval.safety.protocols.dialogue import dialogue_messages, parse_sections
+from rayflow.eval.safety.protocols.dialogue import dialogue_messages, parse_sections, render_sections
 from rayflow.eval.safety.protocols.protocol import Protocol
 from rayflow.llm import Prompt
 
@@ -41,12 +41,17 @@ def parse(text: str, lang: str = "en") -> Judgement:
     return parse_sections(text, LABELS)
 
 
+def render(judgement: Judgement, lang: str = "en") -> str:
+    return render_sections(judgement, lang, LABELS)
+
+
 PROTOCOL = Protocol(
     name="safetyj",
     version="safetyj/v1",
     labels=LABELS,
     build=build,
     parse=parse,
+    render=render,
     has_critique=True,
     label_stop=("[Analysis]", "[分析]"),
 )

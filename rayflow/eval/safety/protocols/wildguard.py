@@ -80,11 +80,24 @@ def parse(text: str, lang: str = "en") -> Judgement:
     return Judgement(label=label, harmful_request=request, response_refusal=refusal)
 
 
+def render(judgement: Judgement, lang: str = "en") -> str:
+    """The three answer lines (`parse`'s inverse; no critique); the harmful-response line follows the label."""
+    response = {UNSAFE: "yes", SAFE: "no", UNKNOWN: "n/a"}.get(judgement.label)
+    values = (judgement.harmful_request, judgement.response_refusal, response)
+    if not judgement.parse_ok or any(v not in accepted for v, (_, accepted) in zip(values, _LINES)):
+        raise ValueError(
+            "wildguard renders harmful_request (yes/no), response_refusal (yes/no/n/a) and a safe, unsafe or "
+            f"unknown label; got {values[:2]} and {judgement.label!r}"
+        )
+    return "\n".join(f"{name.capitalize()}: {value}" for (name, _), value in zip(_LINES, values))
+
+
 PROTOCOL = Protocol(
     name="wildguard",
     version="wildguard/v1",
     labels=LABELS,
     build=build,
     parse=parse,
+    render=render,
     label_max_tokens=32,
 )
