@@ -11,16 +11,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import PydanticUndefined, to_jsonable_python
+from pydantic_core import to_jsonable_python
 
-__all__ = ["Config", "ConfigError", "build_parser", "config_help", "dump_config", "load_config", "parse_cli"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "build_parser",
+    "config_help",
+    "default_data",
+    "dump_config",
+    "load_config",
+    "parse_cli",
+]
 
 C = TypeVar("C", bound="Config")
 
@@ -38,25 +48,72 @@ class ConfigError(ValueError):
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-    """Build ``cls`` from an optional YAML file, then apply ``key=value`` overrides.
+    """Build ``cls``: its own defaults, then the YAML file key by key, then ``key=value`` overrides.
+
+    The start is the fully-populated default config: every field's default, nested sections
+    included as the class declares them (``engine: EngineConfig = EngineConfig(backend="vllm")``
+    stays vllm when only ``engine.dtype`` is set). The file and then the overrides are merged
+    into it: a mapping given for a config section updates that section key by key; any other
+    value (a list, a dict-valued field, ``null``) replaces the old value whole. A section typed
+    ``X | None`` whose current value is None is built from ``X``'s class defaults as soon as one
+    of its keys is set (``train.lora.r=4`` turns LoRA on); ``lora: null`` turns it off again.
+    Fields without a default stay required.
 
     Override keys are dotted for nested sections (``engine.model=/x``). Values are read
     as YAML (``3``, ``0.5``, ``true``, ``[a, b]``, ``null``); text that is not valid YAML
     is kept as a string, and so is any value given to a plain ``str``/``Path`` field,
-    so ``revision=1.10`` stays ``"1.10"``. Raises :class:`ConfigError`.
+    so ``revision=1.10`` stays ``"1.10"``. Raises :class:`ConfigError` naming each bad
+    dotted key and where its value came from (the file, an override, or the defaults).
     """
-    data = _read_yaml(Path(path)) if path is not None else {}
-    overridden: set[tuple[str, ...]] = set()
+    data = default_data(cls)
+    sources: dict[tuple[str, ...], str] = {}
+    if path is not None:
+        _merge(cls, data, _read_yaml(Path(path)), (), sources, str(path))
     for item in overrides:
         keys, value = _parse_override(cls, item)
-        _set_nested(data, keys, value)
-        overridden.add(keys)
+        for key in reversed(keys):
+            value = {key: value}
+        _merge(cls, data, value, (), sources, "override")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        file_source = str(path) if path is not None else "defaults"
-        lines = [_describe_error(cls, err, overridden, file_source) for err in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(_describe_error(cls, err, sources) for err in exc.errors())) from None
+
+
+def default_data(cls: type[Config]) -> dict[str, Any]:
+    """Every field's default as plain data, nested sections as mappings; required fields are left out.
+
+    Nothing is validated, so this also works for configs whose defaults need inputs to be valid.
+    """
+    data: dict[str, Any] = {}
+    for name, field in cls.model_fields.items():
+        if field.is_required():
+            continue
+        value = field.get_default(call_default_factory=True)
+        data[name] = value.model_dump() if isinstance(value, Config) else value
+    return data
+
+
+def _merge(
+    cls: type[Config],
+    data: dict[str, Any],
+    incoming: dict[str, Any],
+    prefix: tuple[str, ...],
+    sources: dict[tuple[str, ...], str],
+    source: str,
+) -> None:
+    """Merge ``incoming`` into ``data`` (the plain data of ``cls``), recording each value's source."""
+    for key, value in incoming.items():
+        keys = (*prefix, key)
+        field = cls.model_fields.get(key)
+        section = _nested_config(field.annotation) if field is not None else None
+        if section is not None and isinstance(value, dict):
+            if not isinstance(data.get(key), dict):  # off (None) or required and not given yet
+                data[key] = default_data(section)
+            _merge(section, data[key], value, keys, sources, source)
+        else:
+            data[key] = value
+            sources[keys] = source
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -129,27 +186,20 @@ def _nested_config(annotation: Any) -> type[Config] | None:
     return None
 
 
-def _set_nested(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    for key in keys[:-1]:
-        if not isinstance(data.get(key), dict):
-            data[key] = {}
-        data = data[key]
-    data[keys[-1]] = value
-
-
-def _describe_error(
-    cls: type[Config], err: dict[str, Any], overridden: set[tuple[str, ...]], file_source: str
-) -> str:
+def _describe_error(cls: type[Config], err: dict[str, Any], sources: dict[tuple[str, ...], str]) -> str:
     loc = err["loc"]
     where = _dotted(loc) or "config"
     names = tuple(part for part in loc if isinstance(part, str))
-    from_override = any(names[: i + 1] in overridden for i in range(len(names)))
-    source = "override" if from_override else file_source
+    # The value at the key, or the section it sits in, was set last by this source.
+    source = next((sources[names[:i]] for i in range(len(names), 0, -1) if names[:i] in sources), "defaults")
     if err["type"] == "extra_forbidden":
         section = _section_at(cls, names[:-1])
         valid = f"; valid keys: {', '.join(section.model_fields)}" if section else ""
         return f"{where}: unknown config key (from {source}){valid}"
     if err["type"] == "missing":
+        return f"{where}: {err['msg']}"
+    if err["type"] == "value_error" and isinstance(err["input"], dict):
+        # A rule across a section's keys (a model validator): no single value to blame.
         return f"{where}: {err['msg']}"
     return f"{where}: {err['msg']} (got {_short_repr(err['input'])} from {source})"
 
@@ -174,35 +224,110 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_HELP_WIDTH = 100
+_TYPE_COLUMN = 16  # wider types (long choice lists) push their row's default right instead of every row's
+_DESCRIPTION_COLUMN = 70  # the latest column the description may start beside the default
+_DEFAULT_OFF_NOTE = "off (null) by default; setting a key below turns it on with the defaults shown"
+
+
 def config_help(cls: type[Config]) -> str:
-    """A table of every field (dotted for nested sections) with type, default and description."""
-    rows = [("key", "type", "default", "description")] + list(_help_rows(cls, ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows
-    ).rstrip()
+    """The config-key table of ``--help``: one row per dotted key with type, default and description.
+
+    Defaults are the job's real ones (the fully-populated default config, see :func:`load_config`),
+    written as compact JSON, which is also how they are given as overrides; ``(required)`` marks a
+    key without default. A section that is off by default (``X | None`` = None) has a row of its own
+    (default ``null``) and then its keys with ``X``'s class defaults. Config objects inside lists
+    and dicts show only the keys that differ from their class defaults.
+
+    Layout, at most 100 columns wide: key, type and default are never broken, only the description
+    wraps, its continuation lines indented to the description column. The key column is as wide as
+    the longest key; the type column as the longest type of up to 16 characters (a longer type moves
+    its row's default right); the default column as the longest default that lets the description
+    start by column 70. A row whose default is longer puts its description on the lines below, at
+    the description column. When keys and types alone leave no such room (deeply nested configs),
+    every description goes on the lines below its key, indented 4. A default that does not fit on
+    its key's line at all goes on the next line, as ``= <default>`` indented 4, in 100-column pieces.
+    """
+    rows = list(_help_rows(cls, default_data(cls), ""))
+    key_w = max(len("key"), *(len(r[0]) for r in rows))
+    type_w = max([len("type")] + [len(r[1]) for r in rows if len(r[1]) <= _TYPE_COLUMN])
+    fits = [len(r[2]) for r in rows if key_w + type_w + len(r[2]) + 6 <= _DESCRIPTION_COLUMN]
+    desc_col = key_w + type_w + max([len("default"), *fits]) + 6
+    if desc_col > _DESCRIPTION_COLUMN:
+        desc_col = 4
+    wrap = textwrap.TextWrapper(width=_HELP_WIDTH - desc_col)
+    lines = []
+    for key, type_name, default, description in [("key", "type", "default", "description"), *rows]:
+        head = f"{key:<{key_w}}  {type_name:<{type_w}}  {default}"
+        if len(head) > _HELP_WIDTH:
+            head = f"{key:<{key_w}}  {type_name}"
+            step = _HELP_WIDTH - 6
+            lines += [head] + [f"    = {default[i : i + step]}" for i in range(0, len(default), step)]
+            head = ""
+        pieces = wrap.wrap(description)
+        if pieces and head and len(head) + 2 <= desc_col:
+            lines.append(head.ljust(desc_col) + pieces.pop(0))
+        elif head:
+            lines.append(head)
+        lines += [" " * desc_col + piece for piece in pieces]
+    return "\n".join(lines)
 
 
-def _help_rows(cls: type[Config], prefix: str) -> Iterator[tuple[str, str, str, str]]:
+def _help_rows(cls: type[Config], data: dict[str, Any], prefix: str) -> Iterator[tuple[str, str, str, str]]:
+    """(key, type, default, description) of every leaf key of ``cls``, whose plain defaults are ``data``."""
     for name, field in cls.model_fields.items():
-        nested = _nested_config(field.annotation)
-        if nested is not None:
-            yield from _help_rows(nested, f"{prefix}{name}.")
-            continue
-        # Shown as JSON, which is also how the value would be written as an override.
-        if field.default is not PydanticUndefined:
-            default = json.dumps(to_jsonable_python(field.default))
-        elif field.default_factory is not None:
-            default = json.dumps(to_jsonable_python(field.default_factory()))
+        key = f"{prefix}{name}"
+        section = _nested_config(field.annotation)
+        description = field.description or ""
+        if section is not None and not isinstance(data.get(name), dict):
+            if name in data:  # a section that is off by default
+                note = f"{description}; {_DEFAULT_OFF_NOTE}" if description else _DEFAULT_OFF_NOTE
+                yield key, _type_name(field.annotation), "null", note
+            yield from _help_rows(section, default_data(section), f"{key}.")
+        elif section is not None:
+            yield from _help_rows(section, data[name], f"{key}.")
         else:
-            default = "(required)"
-        yield f"{prefix}{name}", _type_name(field.annotation), default, field.description or ""
+            default = _compact_json(data[name]) if name in data else "(required)"
+            yield key, _type_name(field.annotation), default, description
+
+
+def _compact_json(value: Any) -> str:
+    def shown(obj: Any) -> Any:
+        if isinstance(obj, Config):
+            return shown(obj.model_dump(exclude_defaults=True))
+        if isinstance(obj, dict):
+            return {k: shown(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [shown(v) for v in obj]
+        return obj
+
+    return json.dumps(to_jsonable_python(shown(value)), separators=(",", ":"), ensure_ascii=False)
 
 
 def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and get_origin(annotation) is None:
-        return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("pathlib.", "")
+    """A compact type name without spaces: ``int``, ``str?`` (or None), ``vllm|hf|openai``, ``list[str]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "|".join(str(arg) for arg in args)
+    if origin in (Union, types.UnionType):
+        members = [arg for arg in args if arg is not type(None)]
+        name = "|".join(_type_name(arg) for arg in members)
+        if len(members) == len(args):
+            return name
+        return f"{name}?" if len(members) == 1 and "|" not in name else f"{name}|None"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list[{_type_name(args[0])}]"
+        return "[" + ",".join(_type_name(arg) for arg in args) + "]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{','.join(_type_name(arg) for arg in args)}]"
+    if isinstance(annotation, type) and issubclass(annotation, Config):
+        return "section"
+    if annotation is Path:
+        return "path"
+    if annotation is Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation)).replace(" ", "")
 
 
 def parse_cli(cls: type[C], argv: Sequence[str] | None = None, *, description: str = "") -> C:
