@@ -1,4 +1,6 @@
+import json
 from pathlib import Path
+from typing import Any, Literal
 
 import pydantic
 import pytest
@@ -218,3 +220,172 @@ def test_parse_cli_help_exits_0_with_description_and_keys(capsys):
     assert "Refine a dataset." in out
     assert "--config FILE" in out
     assert "engine.temperature" in out and "sampling temperature" in out
+
+
+# --- overrides merge onto the job's declared defaults ------------------------------------------------------
+
+
+class Lora(Config):
+    r: int = Field(8, description="rank")
+    alpha: int = Field(16, description="scale")
+
+
+class Data(Config):
+    train: str = Field(description="training file")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share")
+
+
+class Declared(Config):
+    """Sections whose declared defaults differ from their class defaults, as jobs declare them."""
+
+    engine: Engine = Engine(model="declared", temperature=0.2)
+    backend: Literal["vllm", "hf"] = Field("vllm", description="which backend")
+    kwargs: dict[str, Any] = Field({"a": 1, "b": 2}, description="passed through")
+    stop: list[str] = Field(["x", "y"], description="stop strings")
+    lora: Lora | None = Field(None, description="adapters")
+    lora_on: Lora | None = Field(Lora(r=3), description="adapters, on by default")
+    data: Data = Data(train="declared.jsonl")
+
+
+class NeedsData(Config):
+    data: Data = Field(description="the data section, required")
+
+
+def test_override_keeps_the_declared_section_defaults():
+    cfg = load_config(Declared, overrides=["engine.revision=main"])
+    assert cfg.engine == Engine(model="declared", temperature=0.2, revision="main")
+    # Only the overridden key of a section changes, also for a section with a required key.
+    assert load_config(Declared, overrides=["data.eval_fraction=0.2"]).data == Data(
+        train="declared.jsonl", eval_fraction=0.2
+    )
+
+
+def test_file_merges_into_sections_key_by_key(tmp_path):
+    path = write(tmp_path, "engine:\n  temperature: 0.9\n")
+    cfg = load_config(Declared, path, ["engine.revision=v2"])
+    assert cfg.engine == Engine(model="declared", temperature=0.9, revision="v2")
+
+
+def test_dict_fields_and_lists_are_replaced_whole(tmp_path):
+    path = write(tmp_path, "kwargs:\n  c: 3\n")
+    cfg = load_config(Declared, path, ["stop=[z]"])
+    assert cfg.kwargs == {"c": 3}
+    assert cfg.stop == ["z"]
+
+
+def test_a_key_under_an_off_section_builds_it_from_its_class_defaults(tmp_path):
+    cfg = load_config(Declared, overrides=["lora.r=4"])
+    assert cfg.lora == Lora(r=4, alpha=16)
+    # `null` in the file turns a section off; a later override builds it anew from the class defaults.
+    path = write(tmp_path, "lora_on: null\n")
+    assert load_config(Declared, path).lora_on is None
+    assert load_config(Declared, path, ["lora_on.alpha=5"]).lora_on == Lora(r=8, alpha=5)
+    assert load_config(Declared, overrides=["lora_on=null"]).lora_on is None
+
+
+def test_literal_override_is_checked_and_named():
+    assert load_config(Declared, overrides=["backend=hf"]).backend == "hf"
+    with pytest.raises(ConfigError, match=r"^backend: Input should be 'vllm' or 'hf' \(got 'tgi' from override\)$"):
+        load_config(Declared, overrides=["backend=tgi"])
+
+
+def test_required_key_in_a_required_section_is_named():
+    with pytest.raises(ConfigError, match="^data.train: Field required$"):
+        load_config(NeedsData, overrides=["data.eval_fraction=0.2"])
+    assert load_config(NeedsData, overrides=["data.train=t.jsonl"]).data.train == "t.jsonl"
+
+
+def test_an_invalid_default_is_blamed_on_the_defaults_and_help_still_works():
+    class BadDefault(Config):
+        workers: int = Field("many", description="a default the class never validated")
+
+    with pytest.raises(ConfigError, match=r"^workers: .*valid integer.*\(got 'many' from defaults\)$"):
+        load_config(BadDefault)
+    assert '"many"' in config_help(BadDefault)
+
+
+def test_a_rule_across_a_section_names_the_section_without_a_value():
+    class Ordered(Config):
+        low: int = Field(0, description="lower bound")
+        high: int = Field(1, description="upper bound")
+
+        @pydantic.model_validator(mode="after")
+        def _ordered(self):
+            if self.low > self.high:
+                raise ValueError("low must not exceed high")
+            return self
+
+    class Holder(Config):
+        bounds: Ordered = Ordered()
+
+    with pytest.raises(ConfigError, match=r"^bounds: Value error, low must not exceed high$"):
+        load_config(Holder, overrides=["bounds.low=5"])
+
+
+def test_the_real_jobs_keep_their_declared_sections():
+    from rayflow.data.generate import GenerateConfig
+    from rayflow.train.preference import PreferenceConfig
+
+    cfg = parse_cli(GenerateConfig, ["engine.dtype=bfloat16"])
+    assert (cfg.engine.backend, cfg.engine.max_model_len, cfg.engine.dtype) == ("vllm", 512, "bfloat16")
+    pref = load_config(PreferenceConfig, overrides=["data.eval_fraction=0.2"])
+    assert pref.data.eval_fraction == 0.2 and pref.data.train == PreferenceConfig().data.train
+
+
+# --- the --help table ----------------------------------------------------------------------------------------
+
+
+def help_rows(cls) -> dict[str, str]:
+    """Key -> its first table line."""
+    return {line.split()[0]: line for line in config_help(cls).splitlines() if not line.startswith(" ")}
+
+
+def test_help_shows_the_declared_defaults_not_the_class_defaults():
+    rows = help_rows(Declared)
+    assert '"declared"' in rows["engine.model"] and "0.2" in rows["engine.temperature"]
+    assert '"declared.jsonl"' in rows["data.train"]
+    assert "vllm|hf" in rows["backend"] and '"vllm"' in rows["backend"]
+    assert '{"a":1,"b":2}' in rows["kwargs"] and "dict[str,any]" in rows["kwargs"]
+    assert "(required)" in help_rows(NeedsData)["data.train"]
+
+
+def test_help_lists_the_keys_of_an_off_section_with_its_class_defaults():
+    text = config_help(Declared)
+    rows = help_rows(Declared)
+    assert rows["lora"].split()[1:3] == ["section?", "null"]
+    assert "off (null) by default" in " ".join(text.split())
+    assert rows["lora.r"].split()[1:3] == ["int", "8"]  # the class default
+    assert rows["lora_on.r"].split()[1:3] == ["int", "3"]  # on by default: the declared value
+    assert "lora_on" not in rows
+
+
+def test_config_objects_inside_containers_show_only_what_differs():
+    class Refs(Config):
+        refs: dict[str, Engine] = Field(
+            default_factory=lambda: {"a": Engine(), "b": Engine(temperature=0.0)}, description="engines"
+        )
+
+    assert '{"a":{},"b":{"temperature":0.0}}' in help_rows(Refs)["refs"]
+
+
+def test_help_fits_100_columns_and_only_descriptions_wrap():
+    class Wide(Config):
+        a_rather_long_key_name_for_a_nested_setting: Literal["first", "second", "third", "fourth"] = Field(
+            "first", description="words " * 40
+        )
+        short: tuple[str, ...] = Field(("x" * 30,) * 4, description="a default too wide for one line")
+
+    class Deep(Config):
+        section_with_a_long_name: Wide = Wide()
+        n: int = Field(1, description="count " * 30)
+
+    for cls in (Wide, Deep, Declared, Job):
+        lines = config_help(cls).splitlines()
+        assert max(map(len, lines)) <= 100, cls.__name__
+        assert " ".join(config_help(cls).split()).count("words") in (0, 40)
+    deep = config_help(Deep).splitlines()
+    first = next(i for i, line in enumerate(deep) if line.startswith("section_with_a_long_name.short"))
+    # The default that cannot share its key's line follows it whole, in pieces marked `= `.
+    assert deep[first + 1].startswith("    = [")
+    pieces = [line[6:] for line in deep[first + 1 :] if line.startswith("    = ")]
+    assert json.loads("".join(pieces)) == ["x" * 30] * 4
