@@ -1,9 +1,13 @@
-"""Judge training pieces: item reading, the deterministic split, SFT targets, pair building, scoring."""
+"""Judge training: item reading, the deterministic split, SFT targets, pair building, scoring, input checks,
+and one round of the workflow on the real trainer."""
 
 import json
+import runpy
+import sys
 
 import pytest
 
+from rayflow.eval.safety.metaeval import MetaEvalConfig
 from rayflow.train.judge import (
     preference_pairs,
     read_items,
@@ -11,7 +15,6 @@ from rayflow.train.judge import (
     score_outputs,
     split_items,
 )
-from rayflow.eval.safety.metaeval import MetaEvalConfig
 from tests.conftest import REPO
 
 EXAMPLES = str(REPO / "examples/safety/labelled.jsonl")
@@ -33,13 +36,16 @@ def test_split_is_deterministic_and_disjoint():
     assert split_items(list(reversed(items)), 0.25, seed=0) == (train, val)
 
 
-def test_reference_output_is_in_the_protocol_format():
+def test_reference_output_is_the_protocol_rendering_of_the_gold_judgement():
     from rayflow.eval.safety import parse_judgement
 
     items, _ = read_items(EXAMPLES)
+    assert {it["lang"] for it in items} == {"en", "zh"}
     for item in items:
         parsed = parse_judgement("safetyj", reference_output(item), item["lang"])
         assert parsed.parse_ok and parsed.label == item["label"] and parsed.critique == item["critique"]
+    zh = next(it for it in items if it["lang"] == "zh")
+    assert reference_output(zh).startswith("[答案] ")  # the judge answers in the request's language
 
 
 def test_pairs_take_best_over_worst_and_skip_ties():
@@ -80,9 +86,9 @@ def test_a_round_trains_with_dpo_and_keeps_the_better_judge(ray_session, tiny_mo
     """One round on the real trainer (Ray Train + DeepSpeed DPO) and real greedy validation. Sampling is
     scripted — one correct and one wrong verdict per item — because a random tiny judge never writes the
     protocol's format, so its own samples would all tie and yield no pairs."""
-    from rayflow.train import judge as judge_training
-    from rayflow.train.judge import TrainJudgeConfig, run_train_judge
     from rayflow.llm import EngineConfig
+    from rayflow.train import judge as judge_training
+    from rayflow.train.judge import TrainJudgeConfig, run
 
     def scripted(engine, items, k, temperature, max_tokens, seed):
         flip = {"safe": "unsafe", "unsafe": "safe"}
@@ -91,25 +97,40 @@ def test_a_round_trains_with_dpo_and_keeps_the_better_judge(ray_session, tiny_mo
     monkeypatch.setattr(judge_training, "sample_outputs", scripted)
     model = str(tiny_model)
     cfg = TrainJudgeConfig(
-        model=model, output_dir=str(tmp_path), rounds=1, sft_warmstart=False, samples_per_item=2, max_tokens=16,
+        model=model, output_dir=str(tmp_path), rounds=1, sft_warmstart=False, samples_per_item=2, max_tokens=8,
         metaeval_engine=EngineConfig(backend="hf", model=model, dtype="float32", max_model_len=1024),
-        metaeval=MetaEvalConfig(extraction_max_tokens=8, verdict_max_tokens=4),
+        metaeval=MetaEvalConfig(extraction_max_tokens=4, verdict_max_tokens=4),
         dpo_train={"num_workers": 1, "max_steps": 2, "micro_batch_size": 4, "lr": 1e-4},
         precompute={"cpus_per_actor": 0.5},
     )  # fmt: skip
-    result = run_train_judge(cfg)
-    start, first = result["rounds"]
-    assert start["round"] == 0 and first["pairs"] == 12 == result["train_items"]
+    result = run(cfg)
+    summary = result.summary
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    start, first = summary["rounds"]
+    assert start["round"] == 0 and first["pairs"] == 12 == summary["train_items"]
     pairs = [json.loads(line) for line in (tmp_path / "round_1" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["chosen"].split("\n")[0] != p["rejected"].split("\n")[0] for p in pairs)
-    stats = json.loads((tmp_path / "round_1" / "stats.json").read_text())
-    assert stats["final_metrics"]["step"] == 2  # the preference trainer really ran
+    assert first["training"]["final_metrics"]["step"] == 2  # the preference trainer really ran
     assert (tmp_path / "round_1" / "model" / "config.json").exists()
     better = (first["val"]["meta_f1_macro"], first["val"]["label_accuracy"]) > (
         start["val"]["meta_f1_macro"], start["val"]["label_accuracy"])  # fmt: skip
     assert first["kept"] == better
-    assert result["best"]["source"] == (first["model"] if better else model)
+    assert summary["best"]["source"] == (first["model"] if better else model)
     assert (tmp_path / "best" / "config.json").exists()
+    assert str(tmp_path / "best") in result.message
+
+
+def test_job_refuses_a_missing_input_before_ray_starts(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "nope.jsonl"
+    monkeypatch.setattr("ray.init", lambda *a, **k: pytest.fail("ray.init ran before the input check"))
+    monkeypatch.setattr(sys, "argv", ["train_judge.py", f"data={missing}", f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "jobs" / "train_judge.py"), run_name="__main__")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: data: {str(missing)!r} does not exist"
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_config_loads():
