@@ -36,7 +36,7 @@ import json, sys
 from pathlib import Path
 import pyarrow.parquet as pq
 out = Path(sys.argv[1])
-stats = json.loads((out / "stats.json").read_text())
+stats = json.loads((out / "summary.json").read_text())
 run = json.loads((out / "run.json").read_text())
 rows = sorted(pq.read_table(out / "data").to_pylist(), key=lambda r: r["id"])
 print(f"\n== done in {run['wall_s']:.1f}s: {stats['documents_in']} documents in, {stats['documents_kept']} kept, "
@@ -56,5 +56,5 @@ excerpt("before: raw_content", example["raw_content"])
 excerpt("after: text", example["text"])
 dropped = [r for r in rows if not r["kept"]][:3]
 print("-- dropped: " + "; ".join(f"{r['id']} ({r['doc_program'].splitlines()[0][:60]})" for r in dropped))
-print(f"== output: {out}/data (Parquet), errors/, stats.json, run.json")
+print(f"== output: {out}/data (Parquet), errors/, summary.json, run.json")
 PY

@@ -1,26 +1,31 @@
-"""Batch generation over Ray Data: JSONL prompts -> engine actors -> Parquet.
+"""Batch generation over Ray Data: JSONL prompts -> the engine stage -> Parquet.
 
 Each input line is one JSON object with a `prompt` (a string or a list of chat messages) and an optional
-`id`. Lines are parsed here rather than by Ray's JSON reader so that one malformed line becomes an error
-record instead of failing the read: every input line ends up either in `generations/` or in `errors/`.
+`id`. Lines are parsed in the engine stage rather than by Ray's JSON reader so that one malformed line becomes
+an error record instead of failing the read, and a prompt the engine refuses (e.g. longer than its context)
+becomes one too: every input line ends up either in `generations/` or in `errors/`.
 
-The parsing and the batch function are plain Python; only `run_generate` touches Ray.
+The parsing and the engine task are plain Python; only `run` touches Ray.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from rayflow.config import Config
+from rayflow.data.engine_stage import StageConfig, engine_map, generate_rows
 from rayflow.jsonl import loads_object
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
+from rayflow.llm import Engine, EngineConfig, PromptRejected, SamplingParams
+from rayflow.workflow import Result, Workflow, require_model, require_path
 
+log = logging.getLogger(__name__)
 ERROR_PREVIEW_CHARS = 500
 
 
@@ -28,13 +33,12 @@ class GenerateConfig(Config):
     """Batch generation job: prompts in, generations out."""
 
     input: str = Field("examples/prompts.jsonl", description="JSONL file or directory of JSONL files")
-    output_dir: str = Field("outputs/generate", description="where generations/, errors/, run.json go")
+    output_dir: str = Field(
+        "outputs/generate", description="where generations/, errors/, summary.json, run.json go"
+    )
     engine: EngineConfig = EngineConfig(backend="vllm", model="tiny:tiny", dtype="float32", max_model_len=512)
     sampling: SamplingParams = SamplingParams(max_tokens=32)
-    batch_size: int = Field(64, ge=1, description="prompts per engine call")
-    num_engines: int = Field(1, ge=1, description="engine actors (one model replica each)")
-    cpus_per_engine: float = Field(1.0, gt=0)
-    gpus_per_engine: float = Field(0.0, ge=0)
+    stage: StageConfig = StageConfig()
 
 
 def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -64,86 +68,83 @@ def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
     return {"id": row_id, "prompt": prompt, "is_chat": is_chat}, None
 
 
-class GenerateBatch:
-    """Ray Data batch function holding one engine: text lines in, generations or error records out."""
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt", pa.string()),
+        ("is_chat", pa.bool_()),
+        ("generated_text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("num_generated_tokens", pa.int64()),
+        ("error", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 
-    def __init__(self, engine: dict, sampling: dict):
-        self.engine = build_engine(EngineConfig(**engine))
-        self.sampling = SamplingParams(**sampling)
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows, out = [], []
-        for line in batch["text"]:
-            parsed, reason = parse_line(line)
-            if parsed is None:
-                out.append(_error_row(line, reason))
+class GenerateTask:
+    """Engine task: JSONL lines (`text`) in, one output row each: its generation, or an error record."""
+
+    schema = OUTPUT_SCHEMA
+
+    def __init__(self, engine: EngineConfig, sampling: SamplingParams):
+        self.engine = engine
+        self.sampling = sampling
+
+    def __call__(self, rows: list[dict[str, Any]], engine: Engine) -> None:
+        lines = [row.pop("text") for row in rows]
+        parsed = [parse_line(line) for line in lines]
+        prompts = [[json.loads(p["prompt"]) if p["is_chat"] else p["prompt"]] if p else [] for p, _ in parsed]
+        for row, line, (fields, reason), result in zip(
+            rows, lines, parsed, generate_rows(engine, prompts, self.sampling)
+        ):
+            if fields is None:
+                row.update(_error_row(line, reason))
+            elif isinstance(result, PromptRejected):
+                row.update(_error_row(line, f"engine rejected the prompt: {result.reason}"))
             else:
-                rows.append((line, parsed))
-        prompts = [json.loads(r["prompt"]) if r["is_chat"] else r["prompt"] for _, r in rows]
-        try:
-            gens = self.engine.generate(prompts, self.sampling)
-        except ValueError:
-            # One prompt the engine rejects (e.g. too long) must not cost the whole batch: retry one by one.
-            gens = [self._generate_one(p) for p in prompts]
-        for (line, row), gen in zip(rows, gens):
-            if isinstance(gen, str):
-                out.append(_error_row(line, gen))
-            else:
-                out.append(
-                    {
-                        **row,
-                        "generated_text": gen.text,
-                        "finish_reason": gen.finish_reason,
-                        "num_generated_tokens": len(gen.token_ids),
-                        "error": None,
-                        "raw": None,
-                    }
-                )
-        return pd.DataFrame(out, columns=OUTPUT_COLUMNS)
-
-    def _generate_one(self, prompt):
-        try:
-            return self.engine.generate([prompt], self.sampling)[0]
-        except ValueError as err:
-            return f"engine rejected the prompt: {err}"
-
-
-OUTPUT_COLUMNS = ["id", "prompt", "is_chat", "generated_text", "finish_reason", "num_generated_tokens", "error", "raw"]
+                gen = result[0]
+                row.update(fields, generated_text=gen.text, finish_reason=gen.finish_reason,
+                           num_generated_tokens=len(gen.token_ids), error=None, raw=None)  # fmt: skip
 
 
 def _error_row(line: str, reason: str) -> dict[str, Any]:
-    # Every column gets a value of its own type so error-only batches convert to the same Arrow schema.
     empty = {"id": None, "prompt": None, "is_chat": False, "generated_text": None, "finish_reason": None}
     return {**empty, "num_generated_tokens": 0, "error": reason, "raw": line[:ERROR_PREVIEW_CHARS]}
 
 
-def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
-    """Run the pipeline on the current Ray cluster; returns counts. Writes Parquet under `cfg.output_dir`."""
+def check(cfg: GenerateConfig) -> None:
+    """The input and the model exist (before Ray starts or a model loads)."""
+    require_path(cfg.input, "input")
+    require_model(cfg.engine.model, "engine.model")
+
+
+def run(cfg: GenerateConfig) -> Result:
+    """Generate for every input line on the current Ray cluster; writes generations/ and errors/ (Parquet),
+    summary.json (row counts) and run.json under `cfg.output_dir`. A rerun replaces the outputs."""
     import ray
 
-    input_path = Path(cfg.input)
-    if not input_path.exists():
-        raise FileNotFoundError(f"input {cfg.input!r} does not exist")
+    check(cfg)
     out = Path(cfg.output_dir)
-    ds = ray.data.read_text(str(input_path)).filter(lambda row: bool(row["text"].strip()))
-    ds = ds.map_batches(
-        GenerateBatch,
-        fn_constructor_kwargs={"engine": cfg.engine.model_dump(), "sampling": cfg.sampling.model_dump()},
-        batch_size=cfg.batch_size,
-        batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_engines),
-        num_cpus=cfg.cpus_per_engine,
-        num_gpus=cfg.gpus_per_engine or None,
-    ).materialize()  # generation runs once; both outputs below read the materialised blocks
-    ok = ds.filter(lambda row: row["error"] is None).drop_columns(["error", "raw"])
-    bad = ds.filter(lambda row: row["error"] is not None).select_columns(["error", "raw"])
-    n_ok, n_bad = ok.count(), bad.count()
-    for sub, name, n in ((ok, "generations", n_ok), (bad, "errors", n_bad)):
-        target = out / name
-        if target.exists():
-            # Ray's Parquet writer adds files next to old ones; a rerun must replace, not append.
-            for f in target.glob("*.parquet"):
-                f.unlink()
-        if n:
-            sub.write_parquet(str(target))
-    return {"rows_in": n_ok + n_bad, "generated": n_ok, "errors": n_bad}
+    with Workflow("generate", cfg, out) as wf:
+        with wf.phase("generate"):
+            log.info("generating for %s with %s on %d engine actor(s)", cfg.input, cfg.engine.model, cfg.stage.actors)
+            ds = ray.data.read_text(cfg.input).filter(lambda row: bool(row["text"].strip()))
+            ds = engine_map(ds, [GenerateTask(cfg.engine, cfg.sampling)], cfg.stage).materialize()
+        with wf.phase("write"):
+            # Generation ran once above; both outputs read the materialised blocks.
+            ok = ds.filter(lambda row: row["error"] is None).drop_columns(["error", "raw"])
+            bad = ds.filter(lambda row: row["error"] is not None).select_columns(["error", "raw"])
+            n_ok, n_bad = ok.count(), bad.count()
+            for sub, name, n in ((ok, "generations", n_ok), (bad, "errors", n_bad)):
+                target = out / name
+                if target.exists():
+                    # Ray's Parquet writer adds files next to old ones; a rerun must replace, not append.
+                    for f in target.glob("*.parquet"):
+                        f.unlink()
+                if n:
+                    sub.write_parquet(str(target.resolve()))
+        summary = {"rows_in": n_ok + n_bad, "generated": n_ok, "errors": n_bad}
+        return wf.finish(
+            summary, f"generated {n_ok} of {n_ok + n_bad} rows ({n_bad} errors) -> {out.resolve()}"
+        )

@@ -28,27 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
-from rayflow.config import Config
-from rayflow.llm import EngineConfig, build_engine, load_tokenizer, resolve_model_path
+from rayflow.data.engine_stage import StageConfig, engine_map, score_rows
+from rayflow.llm import Engine, EngineConfig, PromptRejected, load_tokenizer, resolve_model_path
 from rayflow.train.preference_data import Example, prompt_ids, response_ids
 
 Mode = Literal["conditional", "unconditional"]
 CACHE_FORMAT = "v1"
 
 
-class PrecomputeConfig(Config):
-    """How the frozen-model scoring pass runs."""
+class PrecomputeConfig(StageConfig):
+    """How the frozen-model scoring pass runs: the engine stage's pool, and where results are cached."""
 
+    batch_size: int = Field(32, ge=1, description="rows per batch (one engine call per batch)")
     cache_dir: str | None = Field(
         None, description="None = $RAYFLOW_CACHE/logps (default ~/.cache/rayflow/logps)"
     )
-    batch_size: int = Field(32, ge=1, description="rows per engine call")
-    num_actors: int = Field(1, ge=1, description="engine replicas")
-    cpus_per_actor: float = Field(1.0, gt=0)
-    gpus_per_actor: float = Field(0.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -147,64 +144,58 @@ def _score_row(idx: int, e: Example, tok, same_tok: bool, mode: Mode, has_reject
     }
 
 
-class ScoreBatch:
-    """Ray Data batch function holding one engine: token ids in, per-token log-probs out."""
+class ScoreTask:
+    """Engine task: token-id rows in, per-token log-probs of the chosen (and rejected) response out."""
 
-    def __init__(self, engine: dict, has_rejected: bool):
-        self.engine = build_engine(EngineConfig(**engine))
+    schema = pa.schema(
+        [
+            ("idx", pa.int64()),
+            ("chosen_tokens", pa.list_(pa.float64())),
+            ("rejected_tokens", pa.list_(pa.float64())),
+            ("error", pa.string()),
+        ]
+    )
+
+    def __init__(self, engine: EngineConfig, has_rejected: bool):
+        self.engine = engine
         self.has_rejected = has_rejected
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        prompts = [list(map(int, p)) for p in batch["prompt_ids"]]
-        out = {"idx": batch["idx"].tolist()}
+    def __call__(self, rows: list[dict[str, Any]], engine: Engine) -> None:
         sides = ("chosen", "rejected") if self.has_rejected else ("chosen",)
-        for side in sides:
-            scored = self.engine.score(prompts, [list(map(int, c)) for c in batch[f"{side}_ids"]])
-            out[f"{side}_tokens"] = [s.logprobs for s in scored]
-        if not self.has_rejected:
-            out["rejected_tokens"] = [[] for _ in prompts]
-        return pd.DataFrame(out)
+        pairs = [[(row["prompt_ids"], row[f"{side}_ids"]) for side in sides] for row in rows]
+        for row, result in zip(rows, score_rows(engine, pairs)):
+            if isinstance(result, PromptRejected):
+                row.update(chosen_tokens=[], rejected_tokens=[], error=result.reason)
+                continue
+            row.update(chosen_tokens=result[0].logprobs, error=None)
+            row["rejected_tokens"] = result[1].logprobs if self.has_rejected else []
 
 
 def _score_with_ray(
     rows: list[dict[str, Any]], engine: EngineConfig, cfg: PrecomputeConfig, has_rejected: bool
-) -> pd.DataFrame:
+) -> pa.Table:
     import ray
 
-    ds = ray.data.from_items(rows).map_batches(
-        ScoreBatch,
-        fn_constructor_kwargs={"engine": engine.model_dump(), "has_rejected": has_rejected},
-        batch_size=cfg.batch_size,
-        batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=cfg.gpus_per_actor or None,
-    )
-    table = ds.to_pandas()
+    ds = engine_map(ray.data.from_items(rows), [ScoreTask(engine, has_rejected)], cfg)
+    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
     if len(table) != len(rows):
         raise RuntimeError(f"scoring returned {len(table)} rows for {len(rows)} inputs")
+    failed = [(i, e) for i, e in zip(table["idx"].to_pylist(), table["error"].to_pylist()) if e is not None]
+    if failed:
+        # A reference is needed for every training example: name the ones the model cannot score.
+        shown = "; ".join(f"example {i}: {e}" for i, e in sorted(failed)[:5])
+        raise ValueError(f"{engine.model!r} refused {len(failed)} of {len(rows)} examples ({shown})")
     return table
 
 
-def _write_cache(target: Path, table: pd.DataFrame, meta: dict[str, Any]) -> None:
+def _write_cache(target: Path, table: pa.Table, meta: dict[str, Any]) -> None:
     """Write into a sibling temp dir and rename, so concurrent trials never read a half-written cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # Plain Arrow columns from Python lists: no pandas metadata, so any pandas version reads it back.
-        pq.write_table(
-            pa.table(
-                {
-                    "idx": [int(i) for i in table["idx"]],
-                    "chosen_tokens": [[float(v) for v in t] for t in table["chosen_tokens"]],
-                    "rejected_tokens": [[float(v) for v in t] for t in table["rejected_tokens"]],
-                }
-            ),
-            tmp / "logps.parquet",
-        )
+        pq.write_table(table.select(["idx", "chosen_tokens", "rejected_tokens"]), tmp / "logps.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             os.rename(tmp, target)

@@ -1,13 +1,15 @@
-"""Batch generation: line parsing, the batch function without Ray, and the pipeline on a local Ray session."""
+"""Batch generation: line parsing, the engine stage without Ray, and the workflow on a local Ray session."""
 
 import json
 
-import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayflow.data.generate import GenerateBatch, GenerateConfig, parse_line, run_generate
+from rayflow.data.engine_stage import EngineStage, StageConfig
+from rayflow.data.generate import GenerateConfig, GenerateTask, parse_line, run
 from rayflow.llm import EngineConfig, SamplingParams
+from rayflow.workflow import InputError
 
 GOOD = [
     json.dumps({"id": "a", "prompt": "The cat"}),
@@ -38,12 +40,11 @@ def test_parse_line_reasons():
     assert "int" in reasons[5]
 
 
-def test_batch_function_keeps_every_row(tiny_model):
-    fn = GenerateBatch(
-        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32").model_dump(),
-        SamplingParams(max_tokens=4).model_dump(),
+def test_engine_stage_keeps_every_row(tiny_model):
+    stage = EngineStage(
+        [GenerateTask(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"), SamplingParams(max_tokens=4))]
     )
-    out = fn(pd.DataFrame({"text": GOOD + BAD}))
+    out = stage(pa.table({"text": GOOD + BAD})).to_pandas()
     assert len(out) == len(GOOD) + len(BAD)
     ok = out[out["error"].isna()]
     assert sorted(ok["id"]) == sorted(["a", "7", parse_line(GOOD[2])[0]["id"]])
@@ -53,28 +54,29 @@ def test_batch_function_keeps_every_row(tiny_model):
     assert errors["error"].str.contains("engine rejected").sum() == 1
 
 
-def test_pipeline_on_ray_writes_every_row_once(ray_session, tiny_model, tmp_path):
+def test_workflow_on_ray_writes_every_row_once(ray_session, tiny_model, tmp_path):
     src = tmp_path / "prompts.jsonl"
-    src.write_text("\n".join(GOOD * 10 + BAD) + "\n\n")  # blank lines are not rows
+    src.write_text("\n".join(GOOD * 3 + BAD) + "\n\n")  # blank lines are not rows
     cfg = GenerateConfig(
         input=str(src),
         output_dir=str(tmp_path / "out"),
         engine=EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"),
         sampling=SamplingParams(max_tokens=4),
-        batch_size=8,
-        cpus_per_engine=0.5,
+        stage=StageConfig(batch_size=4, cpus_per_actor=0.5),
     )
-    stats = run_generate(cfg)
-    assert stats == {"rows_in": 37, "generated": 30, "errors": 7}
+    result = run(cfg)
+    assert result.summary == {"rows_in": 16, "generated": 9, "errors": 7}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == result.summary
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "ok"
     gens = pq.read_table(tmp_path / "out" / "generations").to_pandas()
     errs = pq.read_table(tmp_path / "out" / "errors").to_pandas()
-    assert len(gens) == 30 and len(errs) == 7
+    assert len(gens) == 9 and len(errs) == 7
     assert set(errs.columns) == {"error", "raw"}
     # A rerun replaces the outputs rather than appending to them.
-    assert run_generate(cfg) == stats
-    assert len(pq.read_table(tmp_path / "out" / "generations")) == 30
+    assert run(cfg).summary == result.summary
+    assert len(pq.read_table(tmp_path / "out" / "generations")) == 9
 
 
-def test_missing_input_is_named(ray_session, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
-        run_generate(GenerateConfig(input=str(tmp_path / "nowhere.jsonl"), output_dir=str(tmp_path)))
+def test_missing_input_is_named(tmp_path):
+    with pytest.raises(InputError, match="input: .*nowhere.jsonl"):
+        run(GenerateConfig(input=str(tmp_path / "nowhere.jsonl"), output_dir=str(tmp_path)))

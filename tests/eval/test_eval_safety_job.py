@@ -35,11 +35,11 @@ def test_job_on_the_shipped_config(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "jobs/eval_safety.py", "--config", "configs/eval_safety.yaml", f"input={data}",
-         f"output_dir={out}", "engine.backend=hf", "scheme=shieldlm", "cpus_per_judge=0.5"],
+         f"output_dir={out}", "engine.backend=hf", "scheme=shieldlm", "stage.cpus_per_actor=0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "summary.json").read_text())
     assert stats == {"rows_in": 19, "judged": 16, "errors": 3}
     errors = pd.read_parquet(out / "errors" / "errors.parquet")
     assert sorted(errors["line"]) == [17, 18, 20]  # file lines, blank line skipped

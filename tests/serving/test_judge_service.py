@@ -252,12 +252,13 @@ def test_rayflow_openai_backend_reads_the_service(service, tiny_model, local, mo
 
 
 def test_eval_job_library_through_the_endpoint(service, tmp_path, monkeypatch):
-    from rayflow.eval.safety.label_eval import EvalSafetyConfig, run_eval_safety
+    from rayflow.data.engine_stage import StageConfig
+    from rayflow.eval.safety.label_eval import EvalSafetyConfig, run
 
     monkeypatch.setenv("RAYFLOW_TEST_JUDGE_TOKEN", TOKEN)
     cfg = EvalSafetyConfig(input=str(REPO / "examples/safety/labelled.jsonl"), output_dir=str(tmp_path),
                            endpoint=service, api_key_env="RAYFLOW_TEST_JUDGE_TOKEN", scheme="llamaguard",
-                           batch_size=8, cpus_per_judge=0.1)  # fmt: skip
-    assert run_eval_safety(cfg) == {"rows_in": 16, "judged": 16, "errors": 0}
+                           stage=StageConfig(batch_size=8, cpus_per_actor=0.1))  # fmt: skip
+    assert run(cfg).summary == {"rows_in": 16, "judged": 16, "errors": 0}
     judged = pd.read_parquet(tmp_path / "judgements.parquet")
     assert judged["p_unsafe"].notna().all() and set(judged["prompt_version"]) == {"llamaguard/v1"}

@@ -2,7 +2,7 @@
 
 Production models are ProX's released 0.3B refiners, `gair-prox/web-doc-refining-lm` and
 `gair-prox/web-chunk-refining-lm` (`gair-prox/math-doc-refining-lm` / `math-chunk-refining-lm` for math),
-served by vLLM inside Ray Data actors (`gpus_per_actor` on GPU clusters), by transformers, or by any
+served by vLLM in the engine stage's actors (`stage.gpus_per_actor` on GPU clusters), by transformers, or by any
 OpenAI-compatible endpoint. Offline and in tests, `tiny:tiny` takes their place: its programs are noise, the
 path is real.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from rayflow.config import Config
+from rayflow.data.engine_stage import generate_rows
 from rayflow.data.prox.chunking import LongLinePolicy, chunk_document
 from rayflow.data.prox.generator import Generated
 from rayflow.data.prox.prompts import (
@@ -24,8 +25,7 @@ from rayflow.data.prox.prompts import (
     chunk_prompt_ids,
     doc_prompt_ids,
 )
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
-from rayflow.llm import load_tokenizer
+from rayflow.llm import Engine, EngineConfig, PromptRejected, SamplingParams, load_tokenizer
 
 
 class LMConfig(Config):
@@ -47,111 +47,68 @@ class LMConfig(Config):
 
 
 class LMGenerator:
-    """Writes programs with the refining models; each engine is built on first use (one per stage actor).
-
-    When both levels name the same engine config (one model for both, as offline), they share one engine: a
-    fused stage then holds one vLLM engine, not two.
-    """
+    """Writes programs with the refining models. It holds no engine: the engine stage builds one per actor (one
+    for both levels when `doc_engine` and `chunk_engine` are equal) and passes it in. A document whose prompt
+    the engine refuses gets `Generated.error`, and the other documents of the batch are unaffected."""
 
     def __init__(self, config: LMConfig):
         self.config = config
-        self._engines: dict[str, object] = {}
-        self._tokenizer = None
+        self._tokenizers: dict[int, object] = {}
 
-    def _engine(self, level: str):
-        if level not in self._engines:
-            other = "chunk" if level == "doc" else "doc"
-            if other in self._engines and self.config.doc_engine == self.config.chunk_engine:
-                self._engines[level] = self._engines[other]
-            else:
-                self._engines[level] = build_engine(
-                    self.config.doc_engine if level == "doc" else self.config.chunk_engine
-                )
-        return self._engines[level]
+    def _tokenizer_of(self, engine: Engine):
+        """The engine's own tokenizer (local backends hold one), else the one its config names, loaded once."""
+        if id(engine) not in self._tokenizers:
+            self._tokenizers[id(engine)] = getattr(engine, "tokenizer", None) or load_tokenizer(engine.config)
+        return self._tokenizers[id(engine)]
 
-    def close(self) -> None:
-        """Close every engine this generator built (each once)."""
-        for engine in {id(e): e for e in self._engines.values()}.values():
-            engine.close()
-        self._engines.clear()
-
-    def _tokenizer_of(self, engine):
-        return getattr(engine, "tokenizer", None) or load_tokenizer(engine.config)
-
-    def _room(self, engine, max_tokens: int) -> int | None:
+    def _room(self, engine: Engine, max_tokens: int) -> int | None:
         """Prompt tokens that fit in the context with `max_tokens` generated; None when the context is unknown."""
         context = engine.config.max_model_len or getattr(engine, "max_len", None)
         return context - max_tokens if context else None
 
-    def doc_programs(self, texts: list[str]) -> list[Generated]:
-        engine = self._engine("doc")
+    def doc_programs(self, texts: list[str], engine: Engine) -> list[Generated]:
         tokenizer = self._tokenizer_of(engine)
         limit = self.config.doc_max_prompt_tokens
         room = self._room(engine, self.config.doc_max_tokens)
         if room is not None:
             limit = min(limit, room)
-        prompts = [doc_prompt_ids(tokenizer, text, limit) for text in texts]
+        prompts = [[doc_prompt_ids(tokenizer, text, limit)] for text in texts]
         params = SamplingParams(temperature=0.0, max_tokens=self.config.doc_max_tokens)
-        outputs = self._generate(engine, prompts, params)
         return [
-            Generated(error=out)
-            if isinstance(out, str)
+            Generated(error=f"the engine rejected the prompt: {out.reason}")
+            if isinstance(out, PromptRejected)
             else Generated(
-                out.text.strip(" "),
-                prompt_tokens=len(prompt),
-                program_tokens=len(out.token_ids),
-                truncated=out.finish_reason == "length",
+                out[0].text.strip(" "),
+                prompt_tokens=len(prompt[0]),
+                program_tokens=len(out[0].token_ids),
+                truncated=out[0].finish_reason == "length",
             )
-            for prompt, out in zip(prompts, outputs)
+            for prompt, out in zip(prompts, generate_rows(engine, prompts, params))
         ]
 
-    def chunk_programs(self, texts: list[str]) -> list[Generated]:
-        engine = self._engine("chunk")
+    def chunk_programs(self, texts: list[str], engine: Engine) -> list[Generated]:
         tokenizer = self._tokenizer_of(engine)
         room = self._room(engine, self.config.chunk_max_tokens)
-        per_doc = [
-            chunk_document(t, tokenizer, self.config.chunk_tokens, self.config.long_line) for t in texts
+        prompts = [
+            [
+                chunk_prompt_ids(tokenizer, chunk, room)
+                for chunk in chunk_document(t, tokenizer, self.config.chunk_tokens, self.config.long_line)
+            ]
+            for t in texts
         ]
-        prompts = [chunk_prompt_ids(tokenizer, chunk, room) for chunks in per_doc for chunk in chunks]
         params = SamplingParams(temperature=0.0, max_tokens=self.config.chunk_max_tokens)
-        outputs = self._generate(engine, prompts, params)
-        results, at = [], 0
-        for chunks in per_doc:
-            doc_out, doc_prompts = outputs[at : at + len(chunks)], prompts[at : at + len(chunks)]
-            at += len(chunks)
-            failed = next((o for o in doc_out if isinstance(o, str)), None)
-            if failed is not None:
-                results.append(Generated(error=failed))
-                continue
-            results.append(
-                Generated(
-                    "\n".join(o.text.strip(" ") for o in doc_out),
-                    n_prompts=len(chunks),
-                    prompt_tokens=sum(len(p) for p in doc_prompts),
-                    program_tokens=sum(len(o.token_ids) for o in doc_out),
-                    truncated=any(o.finish_reason == "length" for o in doc_out),
-                )
+        return [
+            Generated(error=f"the engine rejected a chunk prompt: {out.reason}")
+            if isinstance(out, PromptRejected)
+            else Generated(
+                "\n".join(o.text.strip(" ") for o in out),
+                n_prompts=len(doc_prompts),
+                prompt_tokens=sum(len(p) for p in doc_prompts),
+                program_tokens=sum(len(o.token_ids) for o in out),
+                truncated=any(o.finish_reason == "length" for o in out),
             )
-        return results
+            for doc_prompts, out in zip(prompts, generate_rows(engine, prompts, params))
+        ]
 
-    def _generate(self, engine, prompts: list[list[int]], params: SamplingParams) -> list:
-        """Generations in order; a prompt the engine rejects becomes its error message instead of failing all."""
-        if not prompts:
-            return []
-        try:
-            return engine.generate(prompts, params)
-        except ValueError:
-            outputs = []
-            for prompt in prompts:
-                try:
-                    outputs.append(engine.generate([prompt], params)[0])
-                except ValueError as err:
-                    outputs.append(f"the engine rejected the prompt: {err}")
-            return outputs
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        if self._tokenizer is None:
-            engine_cfg = self.config.chunk_engine
-            engine = self._engines.get("chunk") or self._engines.get("doc")
-            self._tokenizer = self._tokenizer_of(engine) if engine else load_tokenizer(engine_cfg)
-        return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    def count_tokens(self, texts: list[str], engine: Engine) -> list[int]:
+        return [len(ids) for ids in self._tokenizer_of(engine)(texts, add_special_tokens=False)["input_ids"]]

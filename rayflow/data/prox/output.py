@@ -1,4 +1,4 @@
-"""Output side of the refinement job: committed Parquet parts, the resume scan, and stats.json.
+"""Output side of the refinement job: committed Parquet parts, the resume scan, and the statistics of summary.json.
 
 Layout under `output_dir` (a local path or any pyarrow filesystem URI):
 
@@ -6,7 +6,7 @@ Layout under `output_dir` (a local path or any pyarrow filesystem URI):
                                 n_error_ops, drop_reason, the input's other columns, and `prox` (bookkeeping)
     errors/part-<key>.parquet   error records: source, row, id, error (kind), reason, raw (preview)
     _prox_job.json              what produced the parts (config fingerprint); a rerun must match it
-    stats.json, run.json
+    summary.json, run.json
 
 Exactly once: each part is written to a temporary name and renamed into place, so a part is either complete or
 absent; its name is a hash of the `(source, row)` keys it holds, so a retried write replaces rather than
@@ -90,7 +90,7 @@ class Output:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
     def write_json(self, name: str, obj: Any) -> None:
-        """Write `name` (e.g. stats.json) atomically on the output's filesystem."""
+        """Write `name` (e.g. summary.json) atomically on the output's filesystem."""
         self._write_bytes(self.path(name), (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
     def path(self, *parts: str) -> str:
@@ -100,27 +100,31 @@ class Output:
         selector = pafs.FileSelector(self.path(kind), allow_not_found=True)
         return sorted(i.path for i in self.fs.get_file_info(selector) if i.path.endswith(".parquet"))
 
+    def check(self, fingerprint: dict, overwrite: bool) -> None:
+        """Raise `OutputMismatchError` when the directory holds parts of a job with other settings, unless
+        `overwrite` (which clears them) is set."""
+        job = self.path(JOB_FILE)
+        if overwrite or self.fs.get_file_info(job).type != pafs.FileType.File:
+            return
+        with self.fs.open_input_stream(job) as f:
+            previous = json.loads(f.read())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint.keys() | previous.keys() if fingerprint.get(k) != previous.get(k))
+            raise OutputMismatchError(
+                f"{self.uri} holds output of a different job (changed: {', '.join(changed)}); "
+                "resume with the same config, or pass overwrite=true to start over"
+            )
+
     def prepare(self, fingerprint: dict, overwrite: bool) -> None:
         """Create the layout; refuse to mix parts from a different job unless `overwrite` clears them."""
+        self.check(fingerprint, overwrite)
         self.fs.create_dir(self.root, recursive=True)
-        job = self.path(JOB_FILE)
         if overwrite:
             for kind in (DATA, ERRORS):
                 self.fs.delete_dir_contents(self.path(kind), missing_dir_ok=True)
-        elif self.fs.get_file_info(job).type == pafs.FileType.File:
-            with self.fs.open_input_stream(job) as f:
-                previous = json.loads(f.read())
-            if previous != fingerprint:
-                changed = sorted(
-                    k for k in fingerprint.keys() | previous.keys() if fingerprint.get(k) != previous.get(k)
-                )
-                raise OutputMismatchError(
-                    f"{self.uri} holds output of a different job (changed: {', '.join(changed)}); "
-                    "resume with the same config, or pass overwrite=true to start over"
-                )
         for kind in (DATA, ERRORS):
             self.fs.create_dir(self.path(kind), recursive=True)
-        self._write_bytes(job, json.dumps(fingerprint, indent=2, sort_keys=True).encode())
+        self._write_bytes(self.path(JOB_FILE), json.dumps(fingerprint, indent=2, sort_keys=True).encode())
 
     def _write_bytes(self, path: str, payload: bytes) -> None:
         tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")

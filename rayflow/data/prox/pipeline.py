@@ -1,8 +1,8 @@
 """ProX refinement over Ray Data: files -> read -> doc stage -> chunk stage -> committed Parquet parts.
 
     read (tasks)       one task per input file, JSONL line by line or Parquet batches; bad rows -> error rows
-    doc stage (actors) doc programs from the generator (lm: one engine per actor), executed: keep or drop
-    chunk stage        chunk programs for kept documents, split and merged inside the UDF, executed
+    doc stage (actors) doc programs from the generator (lm: the engine stage's engine), executed: keep or drop
+    chunk stage        chunk programs for kept documents, split and merged inside the task, executed
     write              each block committed atomically as data/ and errors/ parts (see `output`)
 
 A rerun on the same `output_dir` skips the rows already committed, so a job killed mid-run (driver or worker)
@@ -12,7 +12,11 @@ uninterrupted run; with `lm` they are too under greedy decoding, up to the engin
 
 from __future__ import annotations
 
+import json
+import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,22 +25,28 @@ from pydantic import Field
 from ray.data import Datasink
 
 from rayflow.config import Config, dump_config
+from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.data.prox.executor import ExecutorConfig
 from rayflow.data.prox.generator import GeneratorName
-from rayflow.data.prox.lm import LMConfig
-from rayflow.data.prox.output import Output, compute_stats
+from rayflow.data.prox.lm import LMConfig, LMGenerator
+from rayflow.data.prox.output import Output, OutputMismatchError, compute_stats
 from rayflow.data.prox.reader import InputFile, ReadOptions, filesystem, list_inputs, read_rows
-from rayflow.data.prox.rules import RulesConfig
-from rayflow.data.prox.stage import READ_SCHEMA, RefineStage
+from rayflow.data.prox.rules import RulesConfig, RulesGenerator
+from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
+from rayflow.workflow import SUMMARY_FILE, InputError, Result, Workflow, require_model
+
+log = logging.getLogger(__name__)
 
 
 class ProxRefineConfig(Config):
-    """ProX refinement job: a corpus in, refined Parquet + error records + stats out."""
+    """ProX refinement job: a corpus in, refined Parquet + error records + statistics out."""
 
     input: str = Field(
         "examples/web_corpus.jsonl", description="JSONL(.gz)/Parquet file or directory, path or URI"
     )
-    output_dir: str = Field("outputs/prox", description="data/, errors/, stats.json, run.json (path or URI)")
+    output_dir: str = Field(
+        "outputs/prox", description="data/, errors/, summary.json, run.json (path or URI)"
+    )
     overwrite: bool = Field(False, description="clear output_dir's parts first instead of resuming")
     text_field: str = Field("text", description="input field holding the document (RedPajama: raw_content)")
     id_field: str = Field("id", description="input id field; missing ids become <file>:<row>")
@@ -49,14 +59,13 @@ class ProxRefineConfig(Config):
     tokenizer: str | None = Field(
         None, description="rules: tokenizer for token statistics (None = not counted)"
     )
-    batch_size: int = Field(64, ge=1, description="documents per stage call")
+    stage: StageConfig = Field(
+        StageConfig(), description="the doc (or fused) stage's actor pool; the chunk stage's but its actors"
+    )
     fuse_stages: bool = Field(
         False, description="doc and chunk stage in one actor (one engine if models match)"
     )
-    doc_actors: int = Field(1, ge=1, description="doc-stage actors (one engine replica each)")
-    chunk_actors: int = Field(1, ge=1, description="chunk-stage actors")
-    cpus_per_actor: float = Field(1.0, gt=0)
-    gpus_per_actor: float = Field(0.0, ge=0, description="e.g. 1 for one vLLM replica per GPU, 0.5 for two")
+    chunk_actors: int = Field(1, ge=1, description="chunk-stage actors when not fused")
     read_cpus: float = Field(0.25, gt=0, description="CPUs per read task")
     rows_per_block: int = Field(256, ge=1, description="rows per read batch")
     block_bytes: int = Field(
@@ -117,14 +126,56 @@ class _PartsDatasink(Datasink):
         return good, bad
 
 
-def run_prox_refine(cfg: ProxRefineConfig) -> dict[str, Any]:
-    """Run (or resume) the job on the current Ray cluster; returns the stats also written to stats.json."""
+def check(cfg: ProxRefineConfig) -> None:
+    """Inputs, models and the output directory, before Ray starts or a model loads: a missing input, or an
+    output directory holding another job's parts (without `overwrite`), is an `InputError`."""
+    try:
+        list_inputs(cfg.input)
+    except FileNotFoundError as err:
+        raise InputError(f"input: {err}") from None
+    if cfg.generator == "lm":
+        require_model(cfg.lm.doc_engine.model, "lm.doc_engine.model")
+        require_model(cfg.lm.chunk_engine.model, "lm.chunk_engine.model")
+    try:
+        Output(cfg.output_dir).check(fingerprint(cfg), cfg.overwrite)
+    except OutputMismatchError as err:
+        raise InputError(f"output_dir: {err}") from None
+
+
+def run(cfg: ProxRefineConfig) -> Result:
+    """Run (or resume) the job on the current Ray cluster; writes data/ and errors/ parts, summary.json (the
+    corpus statistics, `compute_stats`, plus `this_run`) and run.json to `cfg.output_dir` (path or URI)."""
+    check(cfg)
+    output = Output(cfg.output_dir)
+    # run.json is recorded on local disk; for a remote output_dir it is copied there at the end.
+    record_dir = output.root if output.is_local else tempfile.mkdtemp(prefix="prox-run-")
+    try:
+        with Workflow("prox_refine", cfg, record_dir) as wf:
+            with wf.phase("refine"):
+                stats = _refine(cfg, output)
+            result = wf.finish(
+                stats,
+                f"refined {stats['documents_refined']} of {stats['documents_in']} documents: kept "
+                f"{stats['documents_kept']}, {stats['errors']} errors, word retention {stats['word_retention']} "
+                f"-> {cfg.output_dir}",
+            )
+    finally:
+        if not output.is_local:
+            for name in ("run.json", SUMMARY_FILE):
+                if (Path(record_dir) / name).is_file():
+                    output.write_json(name, json.loads((Path(record_dir) / name).read_text()))
+    return Result(cfg.output_dir, result.summary, result.message)
+
+
+def _refine(cfg: ProxRefineConfig, output: Output) -> dict[str, Any]:
+    """The Ray Data plan: read -> doc and chunk levels on the engine stage -> committed parts; the stats."""
     files = list_inputs(cfg.input)
     fs, _ = filesystem(cfg.input)
-    output = Output(cfg.output_dir)
     output.prepare(fingerprint(cfg), cfg.overwrite)
     done = output.done_rows()
     resumed = sum(len(rows) for rows in done.values())
+    log.info("refining %s (%d files, %d rows already committed) with the %s generator",
+             cfg.input, len(files), resumed, cfg.generator)  # fmt: skip
     started = time.perf_counter()
     items = [
         {"path": f.path, "source": f.source, "format": f.format, "skip": sorted(done.get(f.source, ()))}
@@ -148,28 +199,17 @@ def run_prox_refine(cfg: ProxRefineConfig) -> dict[str, Any]:
         fn_kwargs={"fs": fs, "options": options},
         num_cpus=cfg.read_cpus,
     )
-    stage_kwargs = {
-        "generator": cfg.generator,
-        "rules": cfg.rules.model_dump(),
-        "lm": cfg.lm.model_dump(),
-        "tokenizer": cfg.tokenizer,
-        "executor": cfg.executor.model_dump(),
-    }
-    levels = (
-        [(("doc", "chunk"), cfg.doc_actors)]
-        if cfg.fuse_stages
-        else [(("doc",), cfg.doc_actors), (("chunk",), cfg.chunk_actors)]
-    )
-    for stage_levels, actors in levels:
-        ds = ds.map_batches(
-            RefineStage,
-            fn_constructor_kwargs={"levels": stage_levels, **stage_kwargs},
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=cfg.cpus_per_actor,
-            num_gpus=cfg.gpus_per_actor or None,
-        )
+    if cfg.generator == "lm":
+        generator, doc_engine, chunk_engine = LMGenerator(cfg.lm), cfg.lm.doc_engine, cfg.lm.chunk_engine
+    else:
+        generator, doc_engine, chunk_engine = RulesGenerator(cfg.rules, cfg.tokenizer), None, None
+    doc = DocLevel(generator, doc_engine)
+    chunk = ChunkLevel(generator, chunk_engine, cfg.executor)
+    if cfg.fuse_stages:
+        ds = engine_map(ds, [doc, chunk], cfg.stage)
+    else:
+        ds = engine_map(ds, [doc], cfg.stage)
+        ds = engine_map(ds, [chunk], cfg.stage.model_copy(update={"actors": cfg.chunk_actors}))
     ds.write_datasink(_PartsDatasink(cfg.output_dir), ray_remote_args={"num_cpus": cfg.read_cpus})
     wall = time.perf_counter() - started
     stats = compute_stats(output)

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from rayflow.config import Config
 from rayflow.data.prox.generator import Generated
+from rayflow.llm import Engine, EngineConfig, load_tokenizer
 
 
 class RulesConfig(Config):
@@ -133,7 +134,7 @@ class RulesGenerator:
         self._tokenizer_name = tokenizer
         self._tokenizer = None
 
-    def chunk_programs(self, texts: list[str]) -> list[Generated]:
+    def chunk_programs(self, texts: list[str], engine: Engine | None = None) -> list[Generated]:
         return [Generated(self._chunk_program(text)) for text in texts]
 
     def _chunk_program(self, text: str) -> str:
@@ -151,7 +152,7 @@ class RulesGenerator:
                 calls.append(f'normalize(source_str="{fragment}", target_str="")  # page furniture')
         return "\n".join(calls) if calls else "keep_chunk()"
 
-    def doc_programs(self, texts: list[str]) -> list[Generated]:
+    def doc_programs(self, texts: list[str], engine: Engine | None = None) -> list[Generated]:
         return [Generated(self._doc_program(text)) for text in texts]
 
     def _doc_program(self, text: str) -> str:
@@ -204,12 +205,9 @@ class RulesGenerator:
             return f"fineweb_short_lines: {ratios['short']:.2f} > {c.max_short_lines}"
         return None
 
-    def count_tokens(self, texts: list[str]) -> list[int] | None:
+    def count_tokens(self, texts: list[str], engine: Engine | None = None) -> list[int] | None:
         if self._tokenizer_name is None:
             return None
         if self._tokenizer is None:
-            from rayflow.llm import EngineConfig
-            from rayflow.llm import load_tokenizer
-
             self._tokenizer = load_tokenizer(EngineConfig(model=self._tokenizer_name))
         return [len(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -1,11 +1,11 @@
-"""One refinement stage as a batch function: rows in, rows out (Arrow), no Ray.
+"""The two refinement levels as engine tasks (`rayflow.data.engine_stage`): rows in, rows out, no Ray.
 
-`RefineStage(levels=("doc",))` writes doc programs and runs them; `("chunk",)` does the same at chunk level for
-the documents the doc stage kept (split into chunks and merged back inside this one call: no shuffle);
-`("doc", "chunk")` fuses both. Batches are Arrow tables with `READ_SCHEMA` in and `ROW_SCHEMA` out. Ray Data
-runs it in an actor pool (`rayflow.data.prox.pipeline`); tests call it directly. Rows that arrive as error
-records pass through untouched, and a document the generator cannot handle becomes one; every row that comes
-in goes out.
+`DocLevel` writes doc programs and runs them; `ChunkLevel` does the same at chunk level for the documents the
+doc level kept. The engine stage runs them in an actor pool, one level per stage or both fused in one
+(`rayflow.data.prox.pipeline`), and builds the `lm` generator's engine; the `rules` generator needs none.
+Batches are Arrow tables with `READ_SCHEMA` in and `ROW_SCHEMA` out; tests call `EngineStage` directly. Rows
+that arrive as error records pass through untouched, and a document the generator cannot handle (e.g. the
+engine refused its prompt) becomes one; every row that comes in goes out.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import time
 import pyarrow as pa
 
 from rayflow.data.prox.executor import ExecutorConfig, execute_chunk_program, execute_doc_program
-from rayflow.data.prox.generator import build_generator
+from rayflow.data.prox.generator import ProgramGenerator
+from rayflow.llm import Engine, EngineConfig
 
 READ_SCHEMA = pa.schema(
     [
@@ -60,46 +61,22 @@ _TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string
 ROW_SCHEMA = pa.schema(list(READ_SCHEMA) + [(k, _TYPES[type(v)]) for k, v in STAGE_DEFAULTS.items()])
 
 
-class RefineStage:
-    """Callable batch function; builds its generator (and so its engine) once, in the actor."""
+class DocLevel:
+    """Engine task: each document's doc program from the generator, executed (keep or drop)."""
 
-    def __init__(
-        self,
-        levels: tuple[str, ...],
-        generator: str,
-        rules: dict,
-        lm: dict,
-        tokenizer: str | None,
-        executor: dict,
-    ):
-        self.levels = tuple(levels)
-        self.generator = build_generator(generator, rules, lm, tokenizer)
-        self.executor = ExecutorConfig(**executor)
+    schema = ROW_SCHEMA
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        for row in rows:
-            for key, value in STAGE_DEFAULTS.items():
-                row.setdefault(key, value)
-        if "doc" in self.levels:
-            self._doc([r for r in rows if r["error"] is None])
-        if "chunk" in self.levels:
-            todo = [r for r in rows if r["error"] is None]
-            for row in todo:
-                if not row["doc_keep"]:
-                    row["drop_reason"] = "doc"
-                    row["words_in"] = len(row["text"].split())
-            self._chunk([r for r in todo if r["doc_keep"]])
-            # Doc-dropped documents count too: their tokens are in and none are out.
-            self._count_tokens([r for r in todo if r["error"] is None])
-        return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    def __init__(self, generator: ProgramGenerator, engine: EngineConfig | None):
+        self.generator = generator
+        self.engine = engine
 
-    def _doc(self, rows: list[dict]) -> None:
-        if not rows:
+    def __call__(self, rows: list[dict], engine: Engine | None) -> None:
+        todo = _with_defaults(rows)
+        if not todo:
             return
         start = time.perf_counter()
-        generated = self.generator.doc_programs([r["text"] for r in rows])
-        for row, gen in zip(rows, generated):
+        generated = self.generator.doc_programs([r["text"] for r in todo], engine)
+        for row, gen in zip(todo, generated):
             if gen.error is not None:
                 _fail(row, "generation_failed", f"doc program: {gen.error}")
                 continue
@@ -112,15 +89,37 @@ class RefineStage:
                 doc_prompt_tokens=gen.prompt_tokens,
                 doc_truncated=gen.truncated,
             )
-        per_row = (time.perf_counter() - start) / len(rows)
-        for row in rows:
+        per_row = (time.perf_counter() - start) / len(todo)
+        for row in todo:
             row["doc_s"] = per_row
 
-    def _chunk(self, rows: list[dict]) -> None:
+
+class ChunkLevel:
+    """Engine task: chunk programs for the documents the doc level kept (split into chunks and merged back
+    inside this one call: no shuffle), executed; then the tokens in and out of every refined document."""
+
+    schema = ROW_SCHEMA
+
+    def __init__(self, generator: ProgramGenerator, engine: EngineConfig | None, executor: ExecutorConfig):
+        self.generator = generator
+        self.engine = engine
+        self.executor = executor
+
+    def __call__(self, rows: list[dict], engine: Engine | None) -> None:
+        todo = _with_defaults(rows)
+        for row in todo:
+            if not row["doc_keep"]:
+                row["drop_reason"] = "doc"
+                row["words_in"] = len(row["text"].split())
+        self._chunk([r for r in todo if r["doc_keep"]], engine)
+        # Doc-dropped documents count too: their tokens are in and none are out.
+        self._count_tokens([r for r in todo if r["error"] is None], engine)
+
+    def _chunk(self, rows: list[dict], engine: Engine | None) -> None:
         if not rows:
             return
         start = time.perf_counter()
-        generated = self.generator.chunk_programs([r["text"] for r in rows])
+        generated = self.generator.chunk_programs([r["text"] for r in rows], engine)
         for row, gen in zip(rows, generated):
             if gen.error is not None:
                 _fail(row, "generation_failed", f"chunk program: {gen.error}")
@@ -146,15 +145,24 @@ class RefineStage:
         for row in rows:
             row["chunk_s"] = per_row
 
-    def _count_tokens(self, rows: list[dict]) -> None:
+    def _count_tokens(self, rows: list[dict], engine: Engine | None) -> None:
         """Tokens in and out per row (`tokens_*` stay -1 when the generator has no tokenizer)."""
-        tokens_in = self.generator.count_tokens([r["text"] for r in rows]) if rows else None
+        tokens_in = self.generator.count_tokens([r["text"] for r in rows], engine) if rows else None
         if tokens_in is None:
             return
         kept = [r for r in rows if r["kept"]]
-        tokens_out = dict(zip(map(id, kept), self.generator.count_tokens([r["refined"] for r in kept]) or []))
+        refined = self.generator.count_tokens([r["refined"] for r in kept], engine) if kept else []
+        tokens_out = dict(zip(map(id, kept), refined))
         for row, n_in in zip(rows, tokens_in):
             row["tokens_in"], row["tokens_out"] = n_in, tokens_out.get(id(row), 0)
+
+
+def _with_defaults(rows: list[dict]) -> list[dict]:
+    """Give every row every stage column; returns the rows still to refine (not error records)."""
+    for row in rows:
+        for key, value in STAGE_DEFAULTS.items():
+            row.setdefault(key, value)
+    return [r for r in rows if r["error"] is None]
 
 
 def _fail(row: dict, kind: str, reason: str) -> None:

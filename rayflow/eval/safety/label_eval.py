@@ -2,30 +2,37 @@
 
 Each input line is `{query, response, label, lang?, id?}` with label safe/unsafe (or 安全/不安全). Lines
 are read on the driver so every error names its file and line; a bad line becomes an error record, never a
-failed run, and every line ends in `judgements.parquet` or `errors/`. Judging runs in an actor pool, each
-actor holding either a local engine (`engine`) or a client of a running judge service (`endpoint`).
+failed run, and every line ends in `judgements.parquet` or `errors/` (a row whose prompt the engine refuses,
+e.g. longer than its context, too). Judging runs on the engine stage (`rayflow.data.engine_stage`), each actor
+holding either a local engine (`engine`) or a client of a running judge service (`endpoint`).
 
 Outputs in `output_dir`: judgements.parquet, errors/errors.parquet, metrics.json (overall and per language:
 accuracy, P/R/F1 with unsafe positive, parse-failure rate, confusion counts), report.md, confusion.png,
-stats.json. Only `run_eval_safety` touches Ray.
+summary.json (row counts), run.json. Only `run` touches Ray.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from rayflow.config import Config
+from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, JudgeResult, SafetyJudge, Scheme
 from rayflow.eval.safety.metrics import label_report, normalize_gold
 from rayflow.jsonl import loads_object
-from rayflow.llm import EngineConfig, build_engine, resolve_model_path
+from rayflow.llm import Engine, EngineConfig, resolve_model_path
+from rayflow.workflow import InputError, Result, Workflow, require_model, require_path
+
+log = logging.getLogger(__name__)
 
 ERROR_PREVIEW_CHARS = 500
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -47,10 +54,7 @@ class EvalSafetyConfig(Config):
         None, description="judge service URL (e.g. http://127.0.0.1:8000); None = engine"
     )
     api_key_env: str | None = Field(None, description="env var with the endpoint's bearer token")
-    batch_size: int = Field(64, ge=1, description="rows per judge call")
-    num_judges: int = Field(1, ge=1, description="judge actors (one engine or client each)")
-    cpus_per_judge: float = Field(1.0, gt=0)
-    gpus_per_judge: float = Field(0.0, ge=0)
+    stage: StageConfig = Field(StageConfig(), description="the judge actors (one engine or client each)")
 
 
 def parse_row(line: str, where: str) -> tuple[dict | None, str | None]:
@@ -102,98 +106,119 @@ def read_rows(path: str) -> tuple[list[dict], list[dict]]:
     return rows, errors
 
 
-class EndpointJudge:
-    """The judge service as a client: `POST {endpoint}/v1/judge/safety` with `{"items": [...]}`."""
+JUDGED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("lang", pa.string()),
+        ("query", pa.string()),
+        ("response", pa.string()),
+        ("label", pa.string()),
+        ("source", pa.string()),
+        ("line", pa.int64()),
+        ("pred", pa.string()),
+        ("parse_ok", pa.bool_()),
+        ("categories", pa.string()),  # JSON list
+        ("critique", pa.string()),
+        ("raw_output", pa.string()),
+        ("p_unsafe", pa.float64()),
+        ("prompt_version", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 
-    def __init__(self, endpoint: str, token: str | None, timeout_s: float):
-        import httpx
 
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=endpoint.rstrip("/"), headers=headers, timeout=timeout_s)
+class JudgeTask:
+    """Engine task: dataset rows in, one judgement each (`error` set when the engine refused the row's prompt).
 
-    def judge(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
+    With `endpoint` set it needs no engine and asks the judge service instead (`POST /v1/judge/safety`)."""
+
+    schema = JUDGED_SCHEMA
+
+    def __init__(self, cfg: EvalSafetyConfig, token: str | None = None):
+        self.cfg = cfg
+        self.engine = None if cfg.endpoint else cfg.engine
+        self.token = token  # read on the driver: Ray workers do not see its environment
+        self._client = None
+
+    def __call__(self, rows: list[dict[str, Any]], engine: Engine | None) -> None:
+        requests = [
+            JudgeRequest(id=row["id"], lang=row["lang"], query=row["query"], response=row["response"],
+                         scheme=self.cfg.scheme, mode=self.cfg.mode, rules=self.cfg.rules or None)
+            for row in rows
+        ]  # fmt: skip
+        if engine is None:
+            results = self._ask_endpoint(requests)
+        else:
+            results = SafetyJudge(engine, self.cfg.engine.model, self.cfg.judge).judge(requests)
+        for row, r in zip(rows, results):
+            row.update(pred=r.label, parse_ok=r.parse_ok, categories=json.dumps(r.categories),
+                       critique=r.critique, raw_output=r.raw_output, p_unsafe=r.p_unsafe,
+                       prompt_version=r.prompt_version, error=r.error)  # fmt: skip
+
+    def _ask_endpoint(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
+        if self._client is None:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._client = httpx.Client(
+                base_url=self.cfg.endpoint.rstrip("/"), headers=headers, timeout=self.cfg.engine.request_timeout_s
+            )
         body = {"items": [r.model_dump(exclude_none=True) for r in requests]}
-        reply = self.client.post("/v1/judge/safety", json=body)
+        reply = self._client.post("/v1/judge/safety", json=body)
         if reply.status_code != 200:
             raise RuntimeError(f"judge endpoint answered {reply.status_code}: {reply.text[:500]}")
         return [JudgeResult(**r) for r in reply.json()["results"]]
 
 
-class JudgeRows:
-    """Ray Data batch function: dataset rows in, judgements out (one row each; `error` set on refusal)."""
-
-    def __init__(self, cfg: dict, token: str | None = None):
-        self.cfg = EvalSafetyConfig(**cfg)
-        if self.cfg.endpoint:
-            self.judge = EndpointJudge(self.cfg.endpoint, token, self.cfg.engine.request_timeout_s)
-        else:
-            engine = build_engine(self.cfg.engine)
-            self.judge = SafetyJudge(engine, self.cfg.engine.model, self.cfg.judge)
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        requests = [
-            JudgeRequest(
-                id=row.id,
-                lang=row.lang,
-                query=row.query,
-                response=row.response,
-                scheme=self.cfg.scheme,
-                mode=self.cfg.mode,
-                rules=self.cfg.rules or None,
-            )
-            for row in batch.itertuples()
-        ]
-        results = self.judge.judge(requests)
-        out = batch.copy()
-        out["pred"] = [r.label for r in results]
-        out["parse_ok"] = [r.parse_ok for r in results]
-        out["categories"] = [json.dumps(r.categories) for r in results]
-        out["critique"] = [r.critique for r in results]
-        out["raw_output"] = [r.raw_output for r in results]
-        out["p_unsafe"] = [r.p_unsafe for r in results]
-        out["prompt_version"] = [r.prompt_version for r in results]
-        out["error"] = [r.error for r in results]
-        return out
+def check(cfg: EvalSafetyConfig) -> None:
+    """The input, the judge model (unless an endpoint judges) and the endpoint's token exist."""
+    require_path(cfg.input, "input")
+    if not cfg.endpoint:
+        require_model(cfg.engine.model, "engine.model")
+    if cfg.api_key_env and not os.environ.get(cfg.api_key_env):
+        raise InputError(f"api_key_env: {cfg.api_key_env!r} is not set")
 
 
-def run_eval_safety(cfg: EvalSafetyConfig) -> dict:
-    """Judge every valid row on the current Ray cluster, write all outputs, return the stats."""
+def run(cfg: EvalSafetyConfig) -> Result:
+    """Judge every valid row on the current Ray cluster and write judgements.parquet, errors/errors.parquet,
+    metrics.json, report.md, confusion.png, summary.json (row counts) and run.json to `cfg.output_dir`."""
     import ray
 
+    check(cfg)
     token = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-    if cfg.api_key_env and not token:
-        raise ValueError(f"api_key_env names {cfg.api_key_env!r}, which is not set")
-    rows, errors = read_rows(cfg.input)
-    lines_in = len(rows) + len(errors)
-    if not cfg.endpoint and cfg.engine.model.startswith("tiny:"):
-        resolve_model_path(cfg.engine.model)  # build the tiny model once here, not in every actor
-    judged = pd.DataFrame()
-    if rows:
-        ds = ray.data.from_items(rows).map_batches(
-            JudgeRows,
-            # The token is read here: Ray workers do not see the driver's environment.
-            fn_constructor_kwargs={"cfg": cfg.model_dump(), "token": token},
-            batch_size=cfg.batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=cfg.num_judges),
-            num_cpus=cfg.cpus_per_judge,
-            num_gpus=cfg.gpus_per_judge or None,
-        )
-        judged = ds.to_pandas().sort_values(["source", "line"], kind="stable").reset_index(drop=True)
-        refused = judged[judged["error"].notna()]
-        errors += [{"source": r.source, "line": int(r.line), "reason": f"judge refused the row: {r.error}",
-                    "raw": json.dumps({"query": r.query, "response": r.response}, ensure_ascii=False)[:ERROR_PREVIEW_CHARS]}
-                   for r in refused.itertuples()]  # fmt: skip
-        judged = judged[judged["error"].isna()].drop(columns=["error"])
     out = Path(cfg.output_dir)
-    (out / "errors").mkdir(parents=True, exist_ok=True)
-    judged.to_parquet(out / "judgements.parquet", index=False)
-    pd.DataFrame(errors, columns=["source", "line", "reason", "raw"]).to_parquet(
-        out / "errors" / "errors.parquet"
-    )
-    report = label_report(judged.to_dict("records")) if len(judged) else None
-    write_report(out, cfg, report, errors)
-    return {"rows_in": lines_in, "judged": len(judged), "errors": len(errors)}
+    with Workflow("eval_safety", cfg, out) as wf:
+        with wf.phase("read"):
+            rows, errors = read_rows(cfg.input)
+            lines_in = len(rows) + len(errors)
+        judged = pd.DataFrame(columns=JUDGED_SCHEMA.names)
+        if rows:
+            with wf.phase("judge"):
+                log.info("judging %d rows with %s (%s, %s mode)", len(rows), cfg.endpoint or cfg.engine.model,
+                         cfg.scheme, cfg.mode)  # fmt: skip
+                if not cfg.endpoint and cfg.engine.model.startswith("tiny:"):
+                    resolve_model_path(cfg.engine.model)  # build the tiny model once here, not in every actor
+                ds = engine_map(ray.data.from_items(rows), [JudgeTask(cfg, token)], cfg.stage)
+                judged = ds.to_pandas().sort_values(["source", "line"], kind="stable").reset_index(drop=True)
+            refused = judged[judged["error"].notna()]
+            errors += [{"source": r.source, "line": int(r.line), "reason": f"judge refused the row: {r.error}",
+                        "raw": json.dumps({"query": r.query, "response": r.response}, ensure_ascii=False)[:ERROR_PREVIEW_CHARS]}
+                       for r in refused.itertuples()]  # fmt: skip
+            judged = judged[judged["error"].isna()]
+        judged = judged.drop(columns=["error"])
+        with wf.phase("report"):
+            (out / "errors").mkdir(parents=True, exist_ok=True)
+            judged.to_parquet(out / "judgements.parquet", index=False)
+            pd.DataFrame(errors, columns=["source", "line", "reason", "raw"]).to_parquet(
+                out / "errors" / "errors.parquet"
+            )
+            report = label_report(judged.to_dict("records")) if len(judged) else None
+            write_report(out, cfg, report, errors)
+        summary = {"rows_in": lines_in, "judged": len(judged), "errors": len(errors)}
+        return wf.finish(
+            summary,
+            f"judged {len(judged)} of {lines_in} rows ({len(errors)} errors) -> {out.resolve()}/report.md",
+        )
 
 
 def write_report(out: Path, cfg: EvalSafetyConfig, report: dict | None, errors: list[dict]) -> None:

@@ -4,12 +4,13 @@ import pyarrow as pa
 import pytest
 from transformers import AutoTokenizer
 
-from rayflow.data.prox import execute_chunk_program, execute_doc_program
+from rayflow.data.engine_stage import EngineStage
+from rayflow.data.prox import ExecutorConfig, execute_chunk_program, execute_doc_program
 from rayflow.data.prox.chunking import chunk_document, number_lines
 from rayflow.data.prox.lm import LMConfig, LMGenerator
 from rayflow.data.prox.prompts import SYSTEM_PROMPT, chunk_prompt_ids, doc_prompt_ids
 from rayflow.data.prox.rules import RulesConfig, RulesGenerator, boilerplate_rule
-from rayflow.data.prox.stage import READ_SCHEMA, RefineStage
+from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
 from rayflow.llm import EngineConfig
 from tests.data.prox.conftest import sample_rows
 
@@ -118,14 +119,15 @@ def test_lm_generator_runs_the_real_path_on_a_tiny_model(tiny_model):
         long_line="truncate",
     )
     generator = LMGenerator(lm)
+    # Both levels name the same model: the fused stage builds one engine for them.
+    stage = EngineStage([DocLevel(generator, engine), ChunkLevel(generator, engine, ExecutorConfig())])
+    assert stage.engines[0] is stage.engines[1]
     texts = [r["text"] for r in sample_rows()[:3]] + ["word " * 2000]  # the last is far over the context
-    docs = generator.doc_programs(texts)
+    docs = generator.doc_programs(texts, stage.engines[0])
     assert all(g.error is None and g.prompt_tokens <= 512 - 8 for g in docs)
-    chunks = generator.chunk_programs(texts)
-    assert generator._engines["doc"] is generator._engines["chunk"]  # one model: one engine
+    chunks = generator.chunk_programs(texts, stage.engines[0])
     assert all(g.error is None for g in chunks) and chunks[0].n_prompts >= 2
     # The stage turns noise programs into rows without failing; every row comes out.
-    stage = RefineStage(("doc", "chunk"), "lm", {}, lm.model_dump(), None, {})
     out = stage(stage_batch(texts)).to_pylist()
     assert [r["id"] for r in out] == ["d0", "d1", "d2", "d3"] and all(r["error"] is None for r in out)
     assert all(r["tokens_in"] > 0 and r["words_in"] > 0 for r in out)
@@ -134,7 +136,8 @@ def test_lm_generator_runs_the_real_path_on_a_tiny_model(tiny_model):
 
 def test_rules_stage_counts_the_tokens_of_dropped_documents(tiny_model):
     rows = {r["id"]: r["text"] for r in sample_rows()}
-    stage = RefineStage(("doc", "chunk"), "rules", {}, {}, str(tiny_model), {})
+    generator = RulesGenerator(RulesConfig(), tokenizer=str(tiny_model))
+    stage = EngineStage([DocLevel(generator, None), ChunkLevel(generator, None, ExecutorConfig())])
     kept, dropped = stage(stage_batch([rows["web-coffee"], rows["web-lorem-1"]])).to_pylist()
     assert kept["kept"] and 0 < kept["tokens_out"] < kept["tokens_in"]
     assert not dropped["kept"] and dropped["drop_reason"] == "doc"

@@ -10,7 +10,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from rayflow.data.prox.pipeline import ProxRefineConfig, run_prox_refine
+from rayflow.data.engine_stage import StageConfig
+from rayflow.data.prox.pipeline import ProxRefineConfig, run
+from rayflow.workflow import InputError
 from tests.conftest import REPO
 from tests.data.prox.conftest import SAMPLE, write_shards
 
@@ -27,8 +29,11 @@ def read_rows(directory):
 
 
 def test_sample_corpus_loses_its_boilerplate(ray_session, tmp_path):
-    cfg = ProxRefineConfig(input=str(SAMPLE), output_dir=str(tmp_path / "out"), cpus_per_actor=0.5)
-    stats = run_prox_refine(cfg)
+    cfg = ProxRefineConfig(
+        input=str(SAMPLE), output_dir=str(tmp_path / "out"), stage=StageConfig(cpus_per_actor=0.5)
+    )
+    stats = run(cfg).summary
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == stats
     assert stats["documents_in"] == 20 and stats["errors"] == 0
     assert stats["documents_kept"] == 14 and stats["drop_reasons"] == {"doc": 6}
     assert 0.4 < stats["word_retention"] < 0.8
@@ -63,7 +68,7 @@ def test_sample_corpus_loses_its_boilerplate(ray_session, tmp_path):
         "prox",
     }
     # A rerun finds everything committed and does nothing.
-    again = run_prox_refine(cfg)
+    again = run(cfg).summary
     assert again["this_run"] == {**again["this_run"], "documents": 0, "resumed_from": 20}
     assert len(pq.read_table(tmp_path / "out" / "data")) == 20
 
@@ -73,12 +78,11 @@ def test_bad_rows_become_error_records_and_the_job_finishes(ray_session, messy_c
         input=str(messy_corpus),
         output_dir=str(tmp_path / "out"),
         max_line_bytes=4096,
-        cpus_per_actor=0.5,
+        stage=StageConfig(cpus_per_actor=0.5, batch_size=5),
         fuse_stages=True,
-        batch_size=5,
         rows_per_block=4,
     )
-    stats = run_prox_refine(cfg)
+    stats = run(cfg).summary
     assert stats["documents_in"] == 28 and stats["documents_refined"] == 21 and stats["errors"] == 7
     assert stats["errors_by_kind"] == {
         "invalid_json": 1,
@@ -92,9 +96,9 @@ def test_bad_rows_become_error_records_and_the_job_finishes(ray_session, messy_c
     assert all(e["reason"] for e in errors)
     data = pq.read_table(tmp_path / "out" / "data").to_pylist()
     assert {r["prox"]["source"] for r in data} == {"a.jsonl.gz", "b.parquet", "c.jsonl"}
-    # Changing what the output means, then resuming into the same directory, is refused.
-    with pytest.raises(ValueError, match="different job.*generator"):
-        run_prox_refine(cfg.model_copy(update={"generator": "lm"}))
+    # Changing what the output means, then resuming into the same directory, is refused before any work.
+    with pytest.raises(InputError, match="output_dir: .*different job.*generator"):
+        run(cfg.model_copy(update={"generator": "lm"}))
 
 
 def job(*overrides, **kw):
@@ -115,7 +119,7 @@ def job(*overrides, **kw):
 def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_path):
     """SIGKILL the job's whole process group mid-run (driver and its local Ray), rerun, compare by id."""
     n_rows = write_shards(tmp_path / "corpus", n_files=16, copies_per_file=3)
-    common = [f"input={tmp_path / 'corpus'}", "batch_size=8", "rows_per_block=8", "tokenizer=null"]
+    common = [f"input={tmp_path / 'corpus'}", "stage.batch_size=8", "rows_per_block=8", "tokenizer=null"]
     killed_out = tmp_path / "killed"
     proc = job(*common, f"output_dir={killed_out}")
     deadline = time.time() + 120
@@ -126,20 +130,20 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_p
     proc.wait()
     committed = sum(len(pq.read_table(p)) for p in (killed_out / "data").glob("part-*.parquet"))
     assert 0 < committed < n_rows, "the kill must land mid-run"
-    assert not (killed_out / "stats.json").exists()
+    assert not (killed_out / "summary.json").exists()
     assert json.loads((killed_out / "run.json").read_text())["status"] == "running"
 
     rerun = job(*common, f"output_dir={killed_out}")
     out, _ = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, out[-3000:]
-    stats = json.loads((killed_out / "stats.json").read_text())
+    stats = json.loads((killed_out / "summary.json").read_text())
     assert stats["this_run"]["resumed_from"] >= committed
     assert stats["documents_in"] == n_rows
 
     clean = ProxRefineConfig(
-        input=str(tmp_path / "corpus"), output_dir=str(tmp_path / "clean"), cpus_per_actor=0.5
+        input=str(tmp_path / "corpus"), output_dir=str(tmp_path / "clean"), stage=StageConfig(cpus_per_actor=0.5)
     )
-    run_prox_refine(clean)
+    run(clean)
     resumed, uninterrupted = read_rows(killed_out / "data"), read_rows(tmp_path / "clean" / "data")
     assert len({r["id"] for r in resumed}) == len(resumed) == n_rows
     assert resumed == uninterrupted
