@@ -1,7 +1,13 @@
 """The DPO β sweep on Ray Tune, Train V2 style: one driver function per trial runs the shared Ray Train +
 DeepSpeed loop and forwards its metrics to Tune with `TuneReportCallback`.
 
-    run_sweep(SweepConfig(...))  # on a running Ray cluster; writes everything under cfg.output_dir
+    check(cfg)  # inputs exist and output_dir holds no other sweep (before Ray starts)
+    run(cfg)    # on a running Ray cluster; writes everything under cfg.output_dir, returns a `Result`
+
+Every trial's settings are one typed `PreferenceConfig`, built on the driver from one template (the sweep's
+model, data, `dpo` and `train`) with the trial's grid point (β, loss type, seed) and reference, and validated
+there with all of `PreferenceConfig`'s rules before any trial starts (`trial_configs`). The trials receive
+these objects (`TrialSetup`), never dicts to re-parse.
 
 Stages, all under `output_dir`:
 1. `prepared/<reference>/`: the pairs tokenised once and each reference's log-probs computed once (Ray Data,
@@ -13,19 +19,20 @@ Stages, all under `output_dir`:
    Rerunning with the same `output_dir` restores the experiment (`Tuner.restore`): finished trials are kept,
    unfinished ones resume from their last checkpoint.
 3. `eval/`: the post-sweep evaluation stage (`rayflow.tune.evaluation`), in one Ray task.
-4. `results.csv`, `report.md`, `plots/*.png`, `summary.json` (`rayflow.tune.report`).
+4. `results.csv`, `report.md`, `plots/*.png`, `summary.json` (`rayflow.tune.report`), and `run.json`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from ray.train import UserCallback
 
 from rayflow.config import Config, dump_config
@@ -37,6 +44,7 @@ from rayflow.train.precompute import PrecomputeConfig
 from rayflow.train.preference import (
     DPOSettings,
     DPOTask,
+    PreferenceConfig,
     ReferenceSettings,
     dpo_rows,
     reference_values,
@@ -52,8 +60,13 @@ from rayflow.tune.report import (
     results_table,
     write_report,
 )
+from rayflow.workflow import InputError, Result, Workflow, require_model, require_path
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "tune"
+# What a rerun may change and still restore the sweep: nothing the trials' training depends on.
+RESTORE_FREE = ("output_dir", "precompute", "evaluation", "selection")
 
 
 class GridConfig(Config):
@@ -109,9 +122,13 @@ class SweepConfig(Config):
         description="name -> reference; each is swept (default: the policy's own initial model)",
     )
     grid: GridConfig = GridConfig()
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO / robust ε (sigmoid, robust)")
-    ipo_length_normalize: bool = False
-    train: TrainLoopConfig = TrainLoopConfig(num_workers=1, eval_every=0)
+    dpo: DPOSettings = Field(
+        DPOSettings(), description="every trial's DPO settings; the grid sets beta and loss_type per trial"
+    )
+    train: TrainLoopConfig = Field(
+        TrainLoopConfig(num_workers=1, eval_every=0),
+        description="every trial's training settings; the grid sets seed per trial",
+    )
     precompute: PrecomputeConfig = PrecomputeConfig()
     tune: TuneSettings = TuneSettings()
     evaluation: EvalConfig = EvalConfig()
@@ -124,24 +141,58 @@ class SweepConfig(Config):
         for name in self.references:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"references: {name!r} is not usable as a directory name")
+        trial_configs(self)  # every trial's settings obey PreferenceConfig's rules, before anything runs
         return self
 
-    def training_fields(self) -> dict[str, Any]:
-        """What fixes the trials' results: a restored experiment must agree on all of it."""
-        dumped = dump_config(self)
-        return {
-            k: dumped[k]
-            for k in (
-                "model",
-                "data",
-                "references",
-                "grid",
-                "label_smoothing",
-                "ipo_length_normalize",
-                "train",
-                "tune",
-            )
-        }
+
+class TrialSetup(Config):
+    """What every trial receives (through `tune.with_parameters`): the shared inputs and, per grid point,
+    its validated settings. Fixed by the config, so a restored experiment gets the same."""
+
+    model_path: str = Field(description="the policy's initial model, resolved to a local directory")
+    pad_id: int = Field(description="the tokenizer's padding id")
+    prepared_dir: str = Field(description="prepared/<reference>/{train,eval}.jsonl")
+    train_dir: str = Field(description="the trials' Ray Train runs")
+    models_dir: str = Field(description="each trial's exported model, models/<trial id>")
+    trials: dict[str, PreferenceConfig] = Field(description="point_key(point) -> that trial's settings")
+
+
+def point_key(point: dict[str, Any]) -> str:
+    """A grid point's name, e.g. `sft/sigmoid/beta=0.1/seed=0`."""
+    return f"{point['reference']}/{point['loss_type']}/beta={point['beta']:g}/seed={point['seed']}"
+
+
+def trial_configs(cfg: SweepConfig) -> dict[str, PreferenceConfig]:
+    """`point_key -> PreferenceConfig` for every grid point: one template (model, data, dpo, train) with the
+    point's β, loss type, seed and reference. `model_copy` does not validate, so each trial's settings are
+    validated as a whole here, with every rule of `PreferenceConfig` (e.g. label smoothing only for the
+    sigmoid and robust losses); a broken point raises ValueError naming it."""
+    template = PreferenceConfig(
+        method="dpo",
+        model=cfg.model,
+        output_dir=cfg.output_dir,
+        data=cfg.data,
+        dpo=cfg.dpo,
+        train=cfg.train,
+        precompute=cfg.precompute,
+    )
+    trials = {}
+    for point in grid_points(cfg):
+        trial = template.model_copy(
+            update={
+                "dpo": template.dpo.model_copy(
+                    update={"beta": point["beta"], "loss_type": point["loss_type"]}
+                ),
+                "train": template.train.model_copy(update={"seed": point["seed"]}),
+                "reference": cfg.references[point["reference"]],
+            }
+        )
+        try:
+            trials[point_key(point)] = PreferenceConfig.model_validate(trial.model_dump())
+        except ValidationError as err:
+            reasons = "; ".join(e["msg"] for e in err.errors())
+            raise ValueError(f"grid point {point_key(point)}: {reasons}") from None
+    return trials
 
 
 def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
@@ -210,41 +261,41 @@ class MarkForwarded(UserCallback):
         Path(self.marker).touch()
 
 
-def dpo_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
+def dpo_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Tune trial driver: train one grid point with `fit`, forwarding every report to Tune.
 
-    `config = {"point": {beta, seed, loss_type, reference}}`; `setup` is what every trial shares (see
-    `run_tuner`). The Train run is named after the trial id, which a restored experiment keeps, so a resumed
-    trial resumes its training from its last checkpoint.
+    `config = {"point": {beta, seed, loss_type, reference}}` (the grid Tune searches; it names the trial's
+    directory and params.json); the point's settings are `setup.trials[point_key(point)]`. The Train run is
+    named after the trial id, which a restored experiment keeps, so a resumed trial resumes its training from
+    its last checkpoint.
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     point = config["point"]
+    settings = setup.trials[point_key(point)]
     trial_id = tune.get_context().get_trial_id()
-    prepared = Path(setup["prepared_dir"]) / point["reference"]
+    prepared = Path(setup.prepared_dir) / point["reference"]
     rows = {
         split: [json.loads(line) for line in (prepared / f"{split}.jsonl").read_text().splitlines()]
         for split in ("train", "eval")
     }
-    dpo = DPOSettings(
-        beta=point["beta"],
-        loss_type=point["loss_type"],
-        label_smoothing=setup["label_smoothing"] if point["loss_type"] in ("sigmoid", "robust") else 0.0,
-        ipo_length_normalize=setup["ipo_length_normalize"],
-    )
     task = SweepDPOTask(
-        setup["model_path"], setup["pad_id"], rows["train"], rows["eval"], seed=point["seed"], dpo=dpo
+        setup.model_path,
+        setup.pad_id,
+        rows["train"],
+        rows["eval"],
+        seed=settings.train.seed,
+        dpo=settings.dpo,
     )
-    train = TrainLoopConfig.model_validate({**setup["train"], "seed": point["seed"]})
-    marker = Path(setup["train_dir"]) / ".forwarded" / f"{trial_id}-{uuid.uuid4().hex}"
+    marker = Path(setup.train_dir) / ".forwarded" / f"{trial_id}-{uuid.uuid4().hex}"
     marker.parent.mkdir(parents=True, exist_ok=True)
     result = fit(
         task,
-        train,
-        storage_path=setup["train_dir"],
+        settings.train,
+        storage_path=setup.train_dir,
         name=f"train-{trial_id}",
-        export_dir=Path(setup["models_dir"]) / trial_id,
+        export_dir=Path(setup.models_dir) / trial_id,
         callbacks=[TuneReportCallback(), MarkForwarded(str(marker))],
     )
     if not marker.exists():
@@ -262,23 +313,22 @@ def run_tuner(cfg: SweepConfig, out: Path, prep: dict[str, Any]):
 
     # The setup is the same for every trial and fixed by the config (check_resumable), so it travels as a
     # parameter rather than in each trial's config; a restore re-specifies it, as Tune requires.
-    setup = {
-        "model_path": prep["model_path"],
-        "pad_id": prep["pad_id"],
-        "prepared_dir": str(out / "prepared"),
-        "train_dir": str(out / "train"),
-        "models_dir": str(out / "models"),
-        "train": cfg.train.model_dump(mode="json"),
-        "label_smoothing": cfg.label_smoothing,
-        "ipo_length_normalize": cfg.ipo_length_normalize,
-    }
+    setup = TrialSetup(
+        model_path=prep["model_path"],
+        pad_id=prep["pad_id"],
+        prepared_dir=str(out / "prepared"),
+        train_dir=str(out / "train"),
+        models_dir=str(out / "models"),
+        trials=trial_configs(cfg),
+    )
     trainable = tune.with_resources(
         tune.with_parameters(dpo_trial, setup=setup), {"CPU": cfg.tune.cpus_per_trial}
     )
     experiment = out / EXPERIMENT
     if tune.Tuner.can_restore(str(experiment)):
-        print(f"[rayflow.tune] restoring the sweep in {experiment}: finished trials are kept", flush=True)
+        log.info("restoring the sweep in %s: finished trials are kept", experiment)
         return tune.Tuner.restore(str(experiment), trainable, resume_errored=True).fit()
+    log.info("running %d trials in %s", len(setup.trials), experiment)
     tuner = tune.Tuner(
         trainable,
         param_space={"point": tune.grid_search(grid_points(cfg))},
@@ -333,26 +383,41 @@ def _logger_callbacks(settings: TuneSettings) -> list[Any]:
     return callbacks
 
 
-class SweepConflict(ValueError):
+class SweepConflict(InputError):
     """`output_dir` holds a sweep with other training settings than the config's."""
 
 
-def check_resumable(cfg: SweepConfig, out: Path) -> None:
-    """Record the training-relevant config in `sweep.json`, or refuse a rerun whose config differs from it:
-    restoring would silently finish the *old* grid. Evaluation and selection settings may change freely."""
+def restore_fields(cfg: SweepConfig) -> dict[str, Any]:
+    """The config a restored experiment must agree on: all of it but `RESTORE_FREE`."""
+    return {k: v for k, v in dump_config(cfg).items() if k not in RESTORE_FREE}
+
+
+def check_resumable(cfg: SweepConfig) -> None:
+    """Refuse a rerun into an `output_dir` whose `sweep.json` records other training settings: restoring
+    would silently finish the *old* grid. Evaluation and selection settings may change freely."""
+    out = Path(cfg.output_dir).resolve()
     path = out / "sweep.json"
-    current = cfg.training_fields()
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = sorted(k for k in current if before.get(k) != json.loads(json.dumps(current[k])))
-        if changed:
-            raise SweepConflict(
-                f"{out} holds a sweep with different {', '.join(changed)}; rerunning it would restore that "
-                "sweep. Use another output_dir for a new sweep (or delete this one)."
-            )
+    if not path.is_file():
         return
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, current)
+    before, current = json.loads(path.read_text()), restore_fields(cfg)
+    changed = sorted(k for k in before.keys() | current.keys() if before.get(k) != current.get(k))
+    if changed:
+        raise SweepConflict(
+            f"{out} holds a sweep with different {', '.join(changed)}; rerunning it would restore that "
+            "sweep. Use another output_dir for a new sweep (or delete this one)."
+        )
+
+
+def check(cfg: SweepConfig) -> None:
+    """Before Ray starts or a model loads: the data and models exist, and `output_dir` holds no other sweep."""
+    require_path(cfg.data.train, "data.train")
+    require_path(cfg.data.eval, "data.eval")
+    require_model(cfg.model, "model")
+    for name, ref in cfg.references.items():
+        require_model(ref.model, f"references.{name}.model")
+    if cfg.evaluation.enabled:
+        require_model(cfg.evaluation.judge.engine.model, "evaluation.judge.engine.model")
+    check_resumable(cfg)
 
 
 def trial_rows(result_grid) -> list[dict[str, Any]]:
@@ -384,30 +449,65 @@ def trial_rows(result_grid) -> list[dict[str, Any]]:
     return rows
 
 
-def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
-    """The whole sweep on the current Ray cluster (see the module doc); returns the summary written to
-    `summary.json`. Rerunning with the same `output_dir` restores and finishes an interrupted sweep."""
+def run(cfg: SweepConfig) -> Result:
+    """The whole sweep on the current Ray cluster (see the module doc); the summary is also `summary.json`.
+    Rerunning with the same `output_dir` restores and finishes an interrupted sweep."""
+    # Before the run record: a refused rerun must not overwrite the existing sweep's run.json.
+    check_resumable(cfg)
+    with Workflow("sweep_beta", cfg, cfg.output_dir) as wf:
+        out = wf.output_dir.resolve()
+        if not (out / "sweep.json").is_file():
+            write_json(out / "sweep.json", restore_fields(cfg))
+        with wf.phase("prepare"):
+            log.info("tokenising the pairs and scoring %d reference(s)", len(cfg.references))
+            prep = prepare(cfg, out)
+        with wf.phase("trials"):
+            grid = run_tuner(cfg, out, prep)
+            # Markers of attempts that were killed before they could remove theirs.
+            shutil.rmtree(out / "train" / ".forwarded", ignore_errors=True)
+            rows = trial_rows(grid)
+        with wf.phase("evaluation"):
+            evals = _evaluate(cfg, out, prep, rows)
+        with wf.phase("report"):
+            summary = _report(cfg, out, prep, rows, evals)
+        chosen = summary["chosen"]
+        verdict = (
+            f"use beta={chosen['beta']:g} ({chosen['metric']}={chosen['value']:.3f})"
+            if chosen["beta"]
+            else f"no beta chosen: {chosen['rule']}"
+        )
+        return wf.finish(
+            summary,
+            f"sweep done: {summary['trials']} trials ({summary['errored']} errored, {summary['degenerate']} "
+            f"degenerate); {verdict} -> {out / 'report.md'}",
+        )
+
+
+def _evaluate(
+    cfg: SweepConfig, out: Path, prep: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The post-sweep evaluation stage in one Ray task: `{trial_id or "sft": metrics}` ({} when disabled)."""
     import ray
 
-    out = Path(cfg.output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    check_resumable(cfg, out)
-    prep = prepare(cfg, out)
-    grid = run_tuner(cfg, out, prep)
-    # Markers of attempts that were killed before they could remove theirs.
-    shutil.rmtree(out / "train" / ".forwarded", ignore_errors=True)
-    rows = trial_rows(grid)
-
-    evals: dict[str, dict[str, Any]] = {}
     models = {r["trial_id"]: str(out / "models" / r["trial_id"]) for r in rows}
     models = {t: p for t, p in models.items() if (Path(p) / "config.json").is_file()}
-    if cfg.evaluation.enabled and models:
-        stage = ray.remote(num_cpus=cfg.evaluation.num_cpus, num_gpus=cfg.evaluation.num_gpus)(
-            evaluate_models
-        )
-        evals = ray.get(
-            stage.remote(models, prep["model_path"], prep["prompts"], cfg.evaluation, str(out / "eval"))
-        )
+    if not cfg.evaluation.enabled or not models:
+        return {}
+    log.info("evaluating %d trained models against the starting model", len(models))
+    stage = ray.remote(num_cpus=cfg.evaluation.num_cpus, num_gpus=cfg.evaluation.num_gpus)(evaluate_models)
+    return ray.get(
+        stage.remote(models, prep["model_path"], prep["prompts"], cfg.evaluation, str(out / "eval"))
+    )
+
+
+def _report(
+    cfg: SweepConfig,
+    out: Path,
+    prep: dict[str, Any],
+    rows: list[dict[str, Any]],
+    evals: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Join trials and evaluation, flag degenerate trials, choose β; writes results.csv, report.md and plots."""
     baseline = evals.get(BASELINE, {})
     for row in rows:
         ev = evals.get(row["trial_id"], {})
@@ -451,7 +551,7 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
         "sft": baseline,
     }
     write_report(out, table, selection, context)
-    summary = {
+    return {
         "chosen": {
             "beta": selection.beta,
             "loss_type": selection.loss_type,
@@ -467,5 +567,3 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
         "data": {k: prep[k] for k in ("rows_read", "train_examples", "eval_examples", "errors")},
         "experiment_path": str(out / EXPERIMENT),
     }
-    write_json(out / "summary.json", summary)
-    return summary

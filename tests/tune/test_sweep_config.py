@@ -1,13 +1,26 @@
-"""The sweep's config, grid and resume guard (no Ray), and the job's command line."""
+"""The sweep's config, grid, typed trial settings, input checks and resume guard (no Ray), and the job's command
+line."""
 
-import subprocess
+import runpy
 import sys
 
 import pytest
 from pydantic import ValidationError
 
 from rayflow.config import ConfigError, load_config
-from rayflow.tune.sweep import SweepConfig, SweepConflict, check_resumable, grid_points, make_scheduler
+from rayflow.runinfo import write_json
+from rayflow.train.preference import PreferenceConfig
+from rayflow.tune.sweep import (
+    SweepConfig,
+    SweepConflict,
+    check,
+    grid_points,
+    make_scheduler,
+    point_key,
+    restore_fields,
+    trial_configs,
+)
+from rayflow.workflow import InputError
 from tests.conftest import REPO
 
 
@@ -50,62 +63,85 @@ def test_bad_values_are_named():
         SweepConfig(references={"../up": {}})
 
 
+def test_trials_get_typed_validated_settings_from_one_template():
+    cfg = load_config(
+        SweepConfig, REPO / "configs" / "sweep_beta.yaml", ["grid.seeds=[0, 3]", "dpo.label_smoothing=0.1"]
+    )
+    trials = trial_configs(cfg)
+    assert list(trials) == [point_key(p) for p in grid_points(cfg)]
+    assert list(trials)[:2] == ["sft/sigmoid/beta=0.02/seed=0", "sft/sigmoid/beta=0.02/seed=3"]
+    trial = trials["sft/sigmoid/beta=0.1/seed=3"]
+    assert isinstance(trial, PreferenceConfig)
+    assert (trial.dpo.beta, trial.dpo.loss_type, trial.train.seed) == (0.1, "sigmoid", 3)
+    # Everything else is the template's: the sweep's model, data, DPO and training settings.
+    assert trial.dpo.label_smoothing == 0.1 and trial.model == cfg.model and trial.data == cfg.data
+    assert (
+        trial.train.model_copy(update={"seed": 0}) == cfg.train and trial.reference == cfg.references["sft"]
+    )
+    # PreferenceConfig's own rules hold for every trial, checked when the config is read, naming the point.
+    with pytest.raises(ConfigError, match=r"grid point sft/ipo/beta=0.02/seed=0: .*label_smoothing"):
+        load_config(
+            SweepConfig,
+            REPO / "configs" / "sweep_beta.yaml",
+            ["dpo.label_smoothing=0.1", "grid.loss_types=[sigmoid, ipo]"],
+        )
+
+
 def test_a_rerun_must_match_the_training_config(tmp_path):
     cfg = load_config(SweepConfig, REPO / "configs" / "sweep_beta.yaml", [f"output_dir={tmp_path}"])
-    check_resumable(cfg, tmp_path)
-    assert (tmp_path / "sweep.json").is_file()
-    check_resumable(cfg, tmp_path)  # same sweep: restore it
+    check(cfg)  # no sweep there yet
+    write_json(tmp_path / "sweep.json", restore_fields(cfg))  # what `run` records
+    check(cfg)  # same sweep: restore it
     # Evaluation and selection may change between runs: they run after the trials.
-    check_resumable(
-        cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_prompts": 3})}), tmp_path
-    )
+    check(cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_prompts": 3})}))
     changed = load_config(
         SweepConfig, REPO / "configs" / "sweep_beta.yaml", [f"output_dir={tmp_path}", "grid.betas=[0.5]"]
     )
     with pytest.raises(SweepConflict, match="different grid"):
-        check_resumable(changed, tmp_path)
+        check(changed)
 
 
-def test_job_help_bad_override_and_conflicting_rerun(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "jobs/sweep_beta.py", "--help"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0
-    for field in ("grid.betas", "tune.scheduler", "evaluation.judge.mode", "selection.metric"):
-        assert field in proc.stdout
-    proc = subprocess.run(
-        [sys.executable, "jobs/sweep_beta.py", "--config", "configs/sweep_beta.yaml", "grid.betas=many"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "grid.betas" in proc.stderr and "Traceback" not in proc.stderr
+def test_missing_inputs_are_named():
+    for override, key in (("data.train=/nope.jsonl", "data.train"), ("model=/no/model", "model")):
+        with pytest.raises(InputError, match=f"^{key}: "):
+            check(load_config(SweepConfig, REPO / "configs" / "sweep_beta.yaml", [override]))
+
+
+def job(argv, monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run jobs/sweep_beta.py in this process (no Ray may start: every case here ends before it would)."""
+    monkeypatch.setattr(sys, "argv", ["sweep_beta.py", *argv])
+    monkeypatch.setattr("ray.init", lambda *a, **k: pytest.fail("ray.init ran"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "jobs" / "sweep_beta.py"), run_name="__main__")
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+def test_job_help_no_arguments_bad_override_and_conflicting_rerun(tmp_path, monkeypatch, capsys):
+    code, out, _ = job(["--help"], monkeypatch, capsys)
+    assert code == 0
+    for field in (
+        "grid.betas",
+        "dpo.label_smoothing",
+        "tune.scheduler",
+        "evaluation.judge.mode",
+        "selection.metric",
+    ):
+        assert field in out
+    code, _, err = job([], monkeypatch, capsys)  # the class defaults are no quick run: say how to start
+    assert code == 2 and "usage:" in err and "--config" in err
+    code, _, err = job(["--config", "configs/sweep_beta.yaml", "grid.betas=many"], monkeypatch, capsys)
+    assert code == 2 and "grid.betas" in err and "Traceback" not in err
     # A rerun into a sweep directory with another grid is refused before anything starts or is overwritten.
-    check_resumable(load_config(SweepConfig, REPO / "configs" / "sweep_beta.yaml"), tmp_path)
+    shipped = load_config(SweepConfig, REPO / "configs" / "sweep_beta.yaml", [f"output_dir={tmp_path}"])
+    write_json(tmp_path / "sweep.json", restore_fields(shipped))
     (tmp_path / "run.json").write_text("{}")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "jobs/sweep_beta.py",
-            "--config",
-            "configs/sweep_beta.yaml",
-            f"output_dir={tmp_path}",
-            "grid.seeds=[0, 1]",
-        ],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    code, _, err = job(
+        ["--config", "configs/sweep_beta.yaml", f"output_dir={tmp_path}", "grid.seeds=[0, 1]"],
+        monkeypatch,
+        capsys,
     )
-    assert proc.returncode == 2 and "different grid" in proc.stderr and "Traceback" not in proc.stderr
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and "different grid" in err
     assert (tmp_path / "run.json").read_text() == "{}"
 
 

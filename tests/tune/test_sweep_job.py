@@ -85,8 +85,9 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     second = subprocess.run(
         job(out, cache), check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=POLL_LIMIT_S
     )
+    logs = second.stdout + second.stderr
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "restoring the sweep" in second.stdout
+    assert "restoring the sweep" in logs
 
     # The finished trial was not run again: no new reports, its exported model untouched.
     assert (len(reports(finished)), exported.stat().st_mtime_ns) == before
@@ -100,10 +101,10 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     assert steps == list(range(steps[0], STEPS + 1))
     if record[0]["restarts"] == 1:
         assert steps[0] in range(4, STEPS + 1, 3) and all(r["restarts"] == 1 for r in record)
-        assert f"resumed from step {steps[0] - 1}/{STEPS}" in second.stdout  # the training worker's log line
+        assert f"resumed from step {steps[0] - 1}/{STEPS}" in logs  # the training worker's log line
     else:
         assert steps[0] == 1 and all(r["restarts"] == 0 for r in record)
-        assert f"resumed from step {STEPS}/{STEPS}" in second.stdout
+        assert f"resumed from step {STEPS}/{STEPS}" in logs
     assert not (out / "train" / ".forwarded").exists()  # the killed attempt's marker was cleared
 
     # Results: one row per trial with the per-trial metrics and the evaluation stage's numbers.
@@ -140,4 +141,7 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     )
     # TensorBoard by default, and the run record of the finished job.
     assert list(finished.glob("events.out.tfevents.*")) and list(interrupted.glob("events.out.tfevents.*"))
-    assert json.loads((out / "run.json").read_text())["status"] == "ok"
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok" and run["results"]["summary"] == summary
+    assert {"prepare", "trials", "evaluation", "report"} <= set(run["phases"])
+    assert "sweep done: 2 trials" in second.stdout
