@@ -9,7 +9,8 @@ The prompt asks for MT-bench's verdict format (`[[A]]`, `[[B]]`, `[[C]]` for a t
   one is the verdict, in the spirit of AlpacaEval's log-prob weighted judge. Every game gets a verdict, which
   makes it the choice for small or un-tuned judges (and the offline tiny-model config).
 
-Position bias is handled by the caller, which judges every pair in both orders.
+Position bias is handled by the caller, which judges every pair in both orders. A game whose prompt the judge's
+engine refuses (`PromptRejected`, e.g. longer than its context) gets no verdict, like an unreadable one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import Field
 
 from rayflow.config import Config
 from rayflow.eval.alignment import parse_pairwise_verdict
-from rayflow.llm import Engine, EngineConfig, SamplingParams
+from rayflow.llm import Engine, EngineConfig, PromptRejected, SamplingParams
 
 JUDGE_SYSTEM = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
@@ -62,8 +63,9 @@ def judge_pairs(
     answers_a: Sequence[str],
     answers_b: Sequence[str],
 ) -> tuple[list[str | None], list[str]]:
-    """Verdicts (`rayflow.eval.alignment.VERDICTS` strings, or None when unreadable) for answer A vs answer B
-    per question, and the judge's raw outputs (in `logprob` mode, the winning verdict string)."""
+    """Verdicts (`rayflow.eval.alignment.VERDICTS` strings, or None when unreadable or refused) for answer A vs
+    answer B per question, and the judge's raw outputs (in `logprob` mode, the winning verdict string; for a
+    refused prompt, `rejected: <reason>`)."""
     if not (len(questions) == len(answers_a) == len(answers_b)):
         raise ValueError("questions, answers_a and answers_b must have the same length")
     prompts = [judge_prompt(q, a, b) for q, a, b in zip(questions, answers_a, answers_b)]
@@ -71,11 +73,23 @@ def judge_pairs(
         return [], []
     if cfg.mode == "generate":
         gens = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens))
-        return [parse_pairwise_verdict(g.text) for g in gens], [g.text for g in gens]
+        raw = [_rejected(g) if isinstance(g, PromptRejected) else g.text for g in gens]
+        return [None if isinstance(g, PromptRejected) else parse_pairwise_verdict(g.text) for g in gens], raw
     candidates = list(_CANDIDATES)
     scored = engine.score([p for p in prompts for _ in candidates], [c for _ in prompts for c in candidates])
-    raw = []
+    verdicts, raw = [], []
     for i in range(len(prompts)):
-        sums = [s.sum for s in scored[i * len(candidates) : (i + 1) * len(candidates)]]
-        raw.append(candidates[max(range(len(candidates)), key=sums.__getitem__)])
-    return [_CANDIDATES[r] for r in raw], raw
+        game = scored[i * len(candidates) : (i + 1) * len(candidates)]
+        refused = next((s for s in game if isinstance(s, PromptRejected)), None)
+        if refused is not None:
+            verdicts.append(None)
+            raw.append(_rejected(refused))
+            continue
+        best = candidates[max(range(len(candidates)), key=lambda j: game[j].sum)]
+        verdicts.append(_CANDIDATES[best])
+        raw.append(best)
+    return verdicts, raw
+
+
+def _rejected(refusal: PromptRejected) -> str:
+    return f"rejected: {refusal.reason}"

@@ -23,9 +23,9 @@ from pydantic import Field
 
 from rayflow.config import Config
 from rayflow.eval.alignment import length_controlled_win_rate, pairwise_win_rate
+from rayflow.eval.pairwise import JudgeConfig, judge_pairs
 from rayflow.llm import EngineConfig, SamplingParams, build_engine
 from rayflow.tune.degeneration import repetition_rate
-from rayflow.eval.pairwise import JudgeConfig, judge_pairs
 
 BASELINE = "sft"
 

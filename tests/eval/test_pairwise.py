@@ -1,19 +1,29 @@
 """The pairwise judge: prompt layout, verdict parsing (fake engine: parsing only) and the log-prob mode on a
 real tiny model through the HF backend."""
 
-from rayflow.llm import EngineConfig, Generation, build_engine
 from rayflow.eval.pairwise import JudgeConfig, judge_pairs, judge_prompt
+from rayflow.llm import EngineConfig, Generation, PromptRejected, Scored, build_engine
 
 
 class ScriptedEngine:
-    """Answers `generate` with fixed texts; for testing how verdicts are read, nothing else."""
+    """Answers `generate` with fixed texts (a `PromptRejected` stands for itself) and `score` with fixed sums;
+    for testing how verdicts are read, nothing else."""
 
-    def __init__(self, texts):
-        self.texts, self.prompts = list(texts), []
+    def __init__(self, texts=(), sums=()):
+        self.texts, self.sums, self.prompts = list(texts), list(sums), []
 
     def generate(self, prompts, params=None):
         self.prompts.extend(prompts)
-        return [Generation(text=t, token_ids=[1], finish_reason="stop") for t in self.texts[: len(prompts)]]
+        return [
+            t if isinstance(t, PromptRejected) else Generation(text=t, token_ids=[1], finish_reason="stop")
+            for t in self.texts[: len(prompts)]
+        ]
+
+    def score(self, prompts, completions):
+        return [
+            s if isinstance(s, PromptRejected) else Scored(prompt_len=1, token_ids=[1], logprobs=[s])
+            for s in self.sums[: len(prompts)]
+        ]
 
 
 def test_prompt_puts_answers_in_their_positions():
@@ -33,6 +43,17 @@ def test_generate_mode_parses_verdicts_and_skips_unreadable_ones():
     assert verdicts == ["A>B", "A=B", "B>A", None]
     assert raw[3] == "no verdict here" and len(engine.prompts) == 4
     assert judge_pairs(engine, JudgeConfig(mode="generate"), [], [], []) == ([], [])
+
+
+def test_a_refused_game_gets_no_verdict_and_the_others_go_on():
+    too_long = PromptRejected(reason="prompt is 9000 tokens, the context 2048")
+    engine = ScriptedEngine(texts=["[[B]]", too_long, "[[A]]"])
+    verdicts, raw = judge_pairs(engine, JudgeConfig(mode="generate"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
+    assert verdicts == ["B>A", None, "A>B"] and raw[1] == f"rejected: {too_long.reason}"
+    # logprob mode: three scored verdict strings per game; one refusal voids that game only.
+    engine = ScriptedEngine(sums=[-3.0, -1.0, -2.0, too_long, too_long, too_long, -0.5, -4.0, -0.2])
+    verdicts, raw = judge_pairs(engine, JudgeConfig(mode="logprob"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
+    assert verdicts == ["B>A", None, "A=B"] and raw == ["[[B]]", f"rejected: {too_long.reason}", "[[C]]"]
 
 
 def test_logprob_mode_picks_the_most_likely_verdict_string(tiny_model):

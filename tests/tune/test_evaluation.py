@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from rayflow.eval.pairwise import JudgeConfig
 from rayflow.llm import EngineConfig, SamplingParams
 from rayflow.tune import evaluation
 from rayflow.tune.evaluation import BASELINE, EvalConfig, evaluate_models, question_text
-from rayflow.eval.pairwise import JudgeConfig
 
 # Plain prompts and chat prompts, as the eval split holds both.
 PROMPTS = [f"Tell me what {n} did at the park." for n in ("Umar", "Sam", "Julia", "Mira")] + [
