@@ -285,7 +285,9 @@ def test_a_key_under_an_off_section_builds_it_from_its_class_defaults(tmp_path):
 
 def test_literal_override_is_checked_and_named():
     assert load_config(Declared, overrides=["backend=hf"]).backend == "hf"
-    with pytest.raises(ConfigError, match=r"^backend: Input should be 'vllm' or 'hf' \(got 'tgi' from override\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^backend: Input should be 'vllm' or 'hf' \(got 'tgi' from override\)$"
+    ):
         load_config(Declared, overrides=["backend=tgi"])
 
 

@@ -8,7 +8,9 @@ import logging
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Union, get_args, get_origin
 
 import pyarrow.parquet as pq
 import pytest
@@ -91,7 +93,7 @@ def parse_table(help_text: str) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     row: dict[str, str] = {}
     for line in lines[1:]:
-        if not line.strip():
+        if not line.strip() or not rows and line.strip() == "description":  # the header's, stacked
             continue
         if not line.startswith(" "):
             key, type_name, *rest = line.split(maxsplit=2)
@@ -121,7 +123,9 @@ def _complete(text: str) -> bool:
 
 
 def section_class(annotation) -> type[Config] | None:
-    for arg in (annotation, *getattr(annotation, "__args__", ())):
+    """The Config class of a section field, also through `X | None`; None for other fields."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    for arg in get_args(annotation) if union else (annotation,):
         if isinstance(arg, type) and issubclass(arg, Config):
             return arg
     return None
