@@ -7,7 +7,8 @@ close the engine. Then the judge is loaded once and compares every trial's answe
 pair in both orders (position swap; a tie counts half), giving the win rate and, with enough games, the
 AlpacaEval-2-style length-controlled win rate (`rayflow.eval.alignment`).
 
-Generations and verdicts are written under `eval/` as they are made; a rerun (e.g. after an interruption)
+A prompt a model's engine refuses (`PromptRejected`) is kept as a row with its `error`; it counts in no
+metric, and its games are not judged. Generations and verdicts are written under `eval/` as they are made; a rerun (e.g. after an interruption)
 reuses them, so an evaluation stage never redoes finished work.
 """
 
@@ -24,7 +25,7 @@ from pydantic import Field
 from rayflow.config import Config
 from rayflow.eval.alignment import length_controlled_win_rate, pairwise_win_rate
 from rayflow.eval.pairwise import JudgeConfig, judge_pairs
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
+from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
 from rayflow.tune.degeneration import repetition_rate
 
 BASELINE = "sft"
@@ -66,7 +67,8 @@ def evaluate_models(
     """Evaluate each `{trial_id: model_dir}` against `baseline_model` on `prompts`; writes under `out_dir`.
 
     Returns `{name: metrics}` for the baseline (`"sft"`) and every trial: `gen_length` (mean new tokens),
-    `gen_chars`, `repetition` (mean n-gram repetition rate), `hit_max_tokens` (share cut at the limit), and for
+    `gen_chars`, `repetition` (mean n-gram repetition rate), `hit_max_tokens` (share cut at the limit), all over
+    the prompts the model's engine did not refuse, `rejected_prompts` (how many it refused), and for
     trials `win_rate`, `lc_win_rate` (None below `lc_min_samples` games), `judge_consistency`, `judged_games`.
     """
     out = Path(out_dir)
@@ -104,16 +106,20 @@ def _generations(
     finally:
         _release(engine)
     rows = [
-        {"prompt": p, "text": g.text, "token_ids": g.token_ids, "finish_reason": g.finish_reason}
+        {"prompt": p, "text": "", "token_ids": [], "finish_reason": None, "error": g.reason}
+        if isinstance(g, PromptRejected)
+        else {"prompt": p, "text": g.text, "token_ids": g.token_ids, "finish_reason": g.finish_reason}
         for p, g in zip(prompts, gens)
     ]
     _write_jsonl(path, rows)
     return rows
 
 
-def _generation_metrics(gens: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
+def _generation_metrics(rows: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
+    gens = [g for g in rows if "error" not in g]
     n = max(1, len(gens))
     return {
+        "rejected_prompts": len(rows) - len(gens),
         "gen_length": sum(len(g["token_ids"]) for g in gens) / n,
         "gen_chars": sum(len(g["text"]) for g in gens) / n,
         "repetition": sum(repetition_rate(g["token_ids"], cfg.repetition_ngram) for g in gens) / n,
@@ -122,8 +128,13 @@ def _generation_metrics(gens: list[dict[str, Any]], cfg: EvalConfig) -> dict[str
 
 
 def _judge_trial(judge, cfg: JudgeConfig, prompts, model_answers, sft_answers, path: Path) -> None:
-    questions = [question_text(p) for p in prompts]
-    mine, theirs = [g["text"] for g in model_answers], [g["text"] for g in sft_answers]
+    # Only games where both models answered are judged.
+    games = [
+        (question_text(p), m["text"], t["text"])
+        for p, m, t in zip(prompts, model_answers, sft_answers)
+        if "error" not in m and "error" not in t
+    ]
+    questions, mine, theirs = (list(column) for column in zip(*games)) if games else ([], [], [])
     first, raw_first = judge_pairs(judge, cfg, questions, mine, theirs)  # the trial's answer in position A
     second, raw_second = judge_pairs(judge, cfg, questions, theirs, mine)  # ... and in position B
     _write_jsonl(

@@ -515,6 +515,7 @@ def _report(
             {
                 k: ev.get(k)
                 for k in (
+                    "rejected_prompts",
                     "gen_length",
                     "gen_chars",
                     "repetition",

@@ -70,20 +70,22 @@ def test_each_model_then_the_judge_and_a_rerun_reuses_everything(tiny_models, tm
     assert built == []
 
 
-def test_below_the_sample_floor_there_is_no_lc_win_rate(tiny_model, tmp_path):
+def test_a_refused_prompt_is_recorded_and_skipped_and_few_games_give_no_lc_win_rate(tiny_model, tmp_path):
     cfg = EvalConfig(
         max_prompts=3,
+        max_model_len=64,  # the middle prompt does not fit
         sampling=SamplingParams(temperature=0.0, max_tokens=4),
         judge=JudgeConfig(
             engine=EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"), mode="logprob"
         ),
     )
-    metrics = evaluate_models({"t": str(tiny_model)}, str(tiny_model), PROMPTS, cfg, str(tmp_path))
-    assert metrics["t"]["judged_games"] == 6 and metrics["t"]["lc_win_rate"] is None
-    assert metrics["t"]["hit_max_tokens"] == pytest.approx(
-        sum(
-            json.loads(line)["finish_reason"] == "length"
-            for line in (tmp_path / "generations" / "t.jsonl").read_text().splitlines()
-        )
-        / 3
-    )
+    prompts = [PROMPTS[0], "Tell me a story. " * 40, PROMPTS[1], PROMPTS[2]]
+    metrics = evaluate_models({"t": str(tiny_model)}, str(tiny_model), prompts, cfg, str(tmp_path))
+    rows = [json.loads(line) for line in (tmp_path / "generations" / "t.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and "error" in rows[1] and not any("error" in r for r in rows[::2])
+    # Two answered prompts, each judged in both positions; too few games for the length-controlled rate.
+    t = metrics["t"]
+    assert t["rejected_prompts"] == 1 and t["judged_games"] == 4 and t["lc_win_rate"] is None
+    assert t["hit_max_tokens"] == pytest.approx(sum(r["finish_reason"] == "length" for r in rows[::2]) / 2)
+    games = [json.loads(line) for line in (tmp_path / "judgements" / "t.jsonl").read_text().splitlines()]
+    assert [g["question"] for g in games] == [PROMPTS[0], PROMPTS[1]]
