@@ -11,10 +11,18 @@ Every training job (SFT, the DPO family, WSPO, OmniBal, judge training) plugs a 
                  storage_path="/abs/runs", name="my-run")
     result.export_path          # HF-format model directory (transformers and vLLM load it)
     result.history              # one dict per logged step / evaluation, rank-0 view of globally reduced metrics
+    result.tensorboard_dir, result.curve_png   # TensorBoard events (rank 0) and the loss/eval-loss curve
+
+`fit` is rayflow's only `TorchTrainer`. How the model is spread over the workers is a `Strategy`:
+- `ZeroStrategy` (the default): data parallelism, each worker wrapping the model with DeepSpeed ZeRO 0-3 (optional
+  optimizer/parameter offload, bf16 or fp32) from `TrainLoopConfig`;
+- `PipelineStrategy(stages)`: DeepSpeed's pipeline engine, `stages` workers per replica and num_workers / stages
+  data-parallel replicas, for a `PipelineTask` (OmniBal's VLM).
+Both get the same driver loop below: one `_Worker` object per worker holding the run's `TrainState` (step,
+total steps, restarts, history).
 
 What the loop owns, so tasks don't:
-- a `TorchTrainer` with `num_workers` workers (gloo on CPU, NCCL on GPUs), each building the model and wrapping it
-  with DeepSpeed (ZeRO 0-3, optional optimizer/parameter offload, bf16 or fp32) from `TrainLoopConfig`;
+- a `TorchTrainer` with `num_workers` workers (gloo on CPU, NCCL on GPUs) running the strategy;
 - optional LoRA through `peft`, gradient checkpointing, gradient accumulation, warmup + constant/linear/cosine LR;
 - evaluation every `eval_every` optimizer steps on the task's held-out batches;
 - checkpoints every `checkpoint_every` steps: every rank saves its DeepSpeed shard, then a barrier, then
@@ -23,8 +31,14 @@ What the loop owns, so tasks don't:
   `ray.train.get_checkpoint()` (model, optimizer, LR schedule, data position, history; the `restarts` metric counts
   resumes). Re-running `fit` with the same
   `storage_path` and `name` resumes a finished-or-crashed run the same way;
-- the final export: the full model (ZeRO-3 shards gathered one parameter at a time, LoRA merged) saved with
-  `save_pretrained` next to the task's tokenizer, inside the final checkpoint and copied to `export_dir`.
+- the final export: the full model (ZeRO-3 shards gathered one parameter at a time, LoRA merged; pipeline stages
+  gathered to rank 0) saved with `save_pretrained` next to the task's tokenizer, inside the final checkpoint and
+  copied to `export_dir`;
+- curves: rank 0 writes every report to TensorBoard event files in `<run>/tensorboard`, and `fit` draws
+  `<run>/curves.png` (loss and eval loss against the step) from the history at the end.
+
+Checkpoint layout (both strategies): `trainer_state.json`, `history.jsonl`, `deepspeed/` (the engine's state),
+and in the final one `hf/` (the export).
 
 Data contract. `train_batches(epoch, rank, world_size, micro_batch_size)` must be deterministic in its arguments and
 return the same number of micro-batches on every rank (checked; ranks that disagree would deadlock in the collective
@@ -45,13 +59,14 @@ worker function only (a top-level `import deepspeed` in the driver breaks the CP
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +79,10 @@ _DS_TAG = "state"  # one fixed DeepSpeed tag: every checkpoint directory holds e
 _STATE_FILE = "trainer_state.json"
 _HISTORY_FILE = "history.jsonl"
 EXPORT_SUBDIR = "hf"
+TENSORBOARD_SUBDIR = "tensorboard"
+CURVE_FILE = "curves.png"
+
+log = logging.getLogger(__name__)
 
 
 class LoraSettings(Config):
@@ -167,6 +186,18 @@ class FitResult:
     checkpoint_path: str | None
     export_path: str | None
     run_path: str
+    tensorboard_dir: str | None = None
+    curve_png: str | None = None
+
+    def outputs(self) -> dict[str, Any]:
+        """What a workflow's summary lists about the run: final metrics and where the artefacts are."""
+        return {
+            "final_metrics": self.metrics,
+            "model_dir": self.export_path,
+            "checkpoint": self.checkpoint_path,
+            "tensorboard_dir": self.tensorboard_dir,
+            "curve_png": self.curve_png,
+        }
 
 
 def fit(
@@ -177,22 +208,30 @@ def fit(
     name: str,
     export_dir: str | os.PathLike | None = None,
     callbacks: Sequence[Any] | None = None,
+    strategy: Strategy | None = None,
 ) -> FitResult:
     """Train `task` on the current Ray cluster; blocks until done and returns a `FitResult`.
 
     `storage_path` (absolute; shared storage on a multi-node cluster) holds `name/` with the checkpoints. The same
     (`storage_path`, `name`) resumes from the latest checkpoint. The final HF export is copied to `export_dir` when
     given. `callbacks` are Ray Train run-config callbacks, e.g. `TuneReportCallback()` when `fit` runs inside a
-    Tune trial. Raises `RuntimeError` with the worker's error when training fails beyond `cfg.max_failures`.
+    Tune trial. `strategy` defaults to `ZeroStrategy()`. Raises `RuntimeError` with the worker's error when
+    training fails beyond `cfg.max_failures`.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     storage = Path(storage_path).expanduser().resolve()
     storage.mkdir(parents=True, exist_ok=True)
+    tensorboard_dir = storage / name / TENSORBOARD_SUBDIR
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"task": task, "cfg": cfg},
+        train_loop_config={
+            "task": task,
+            "cfg": cfg,
+            "strategy": strategy or ZeroStrategy(),
+            "tensorboard_dir": str(tensorboard_dir),
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
@@ -227,7 +266,16 @@ def fit(
                 export_path = str(Path(export_dir).resolve())
             elif exported.is_dir() and Path(ckpt_path).is_dir():
                 export_path = str(Path(ckpt_path) / EXPORT_SUBDIR)
-    return FitResult(dict(result.metrics or {}), history, ckpt_path, export_path, str(result.path))
+    curve = plot_curves(history, storage / name / CURVE_FILE)
+    return FitResult(
+        dict(result.metrics or {}),
+        history,
+        ckpt_path,
+        export_path,
+        str(result.path),
+        str(tensorboard_dir) if tensorboard_dir.is_dir() else None,
+        str(curve) if curve else None,
+    )
 
 
 # --- pure helpers (no Ray, no DeepSpeed): tested directly ----------------------------------------------------
@@ -343,32 +391,368 @@ class MetricAccumulator:
         }
 
 
-# --- the worker function ----------------------------------------------------------------------------------
+# --- strategies: how one worker builds, steps, saves and exports the model --------------------------------
+
+
+class Strategy:
+    """How the model is distributed over the workers. `fit` pickles the instance to every worker, where the
+    driver loop calls `initialise` once and then the other methods; every method marked collective must be
+    called by all ranks together."""
+
+    def data_parallel(self, rank: int, world_size: int) -> tuple[int, int]:
+        """(this worker's data-parallel rank, the number of data-parallel replicas): which batches it reads."""
+        return rank, world_size
+
+    def initialise(self, task: TrainTask, cfg: TrainLoopConfig, total_steps: int, world_size: int) -> None:
+        """Build the model and its DeepSpeed engine (collective); the LR schedule spans `total_steps`."""
+        raise NotImplementedError
+
+    def step(self, micro_batches: Sequence[Any], acc: MetricAccumulator) -> None:
+        """One optimizer step over this replica's `micro_batches` (collective); adds their metrics to `acc`."""
+        raise NotImplementedError
+
+    def evaluate(self, batches: Sequence[Any], acc: MetricAccumulator) -> None:
+        """Held-out metrics of `batches` into `acc`, without `eval/` prefix (collective)."""
+        raise NotImplementedError
+
+    def lr(self) -> float:
+        return self.engine.get_lr()[0]
+
+    def save(self, directory: Path) -> None:
+        """Collective: every rank writes its part of the DeepSpeed state under `directory`."""
+        self.engine.save_checkpoint(str(directory), tag=_DS_TAG)
+
+    def load(self, directory: Path) -> None:
+        """Restore model, optimizer and LR schedule from what `save` wrote."""
+        self.engine.load_checkpoint(str(directory), tag=_DS_TAG)
+
+    def export(self, out: Path, rank: int) -> None:
+        """Collective: the full model in HF format in `out`, written by rank 0."""
+        raise NotImplementedError
+
+
+class ZeroStrategy(Strategy):
+    """Data parallelism with DeepSpeed ZeRO 0-3: every worker holds the model (or its ZeRO shard) and runs
+    `task.compute_loss` on its own micro-batches."""
+
+    def initialise(self, task, cfg, total_steps, world_size):
+        import deepspeed
+
+        self.task, self.cfg = task, cfg
+        self.device = _device(cfg)
+        torch.manual_seed(cfg.seed)  # identical initial weights (and LoRA adapters) on every rank
+        model = _prepare_model(task.build_model(), cfg)
+        self.engine, *_ = deepspeed.initialize(
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=deepspeed_config(cfg, world_size),
+            lr_scheduler=_lr_scheduler(total_steps, cfg),
+        )
+        self.engine.train()
+
+    def step(self, micro_batches, acc):
+        for batch in micro_batches:
+            loss, metrics = self.task.compute_loss(self.engine, _to_device(batch, self.device))
+            self.engine.backward(loss)
+            self.engine.step()  # DeepSpeed applies the optimizer at the accumulation boundary
+            acc.add({"loss": loss.detach(), **metrics})
+
+    def evaluate(self, batches, acc):
+        import torch.distributed as dist
+
+        count = torch.tensor([len(batches)])
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        self.engine.eval()
+        with torch.no_grad():
+            # Under ZeRO-3 a forward is collective, so every rank runs the same number; ranks short of batches
+            # repeat one and drop its metrics.
+            for i in range(int(count) if batches else 0):
+                metrics = self.task.eval_metrics(
+                    self.engine, _to_device(batches[min(i, len(batches) - 1)], self.device)
+                )
+                if i < len(batches):
+                    acc.add(metrics)
+        self.engine.train()
+
+    def export(self, out, rank):
+        _export_hf(self.engine, self.task, self.cfg, out, rank)
+
+
+class PipelineTask(TrainTask):
+    """A `TrainTask` for `PipelineStrategy`: the model comes as DeepSpeed `PipelineModule` stages, and a batch
+    is split into the first stage's inputs and the last stage's labels. Batches (`train_batches`,
+    `eval_batches`) are per data-parallel replica; `compute_loss` is not used (the module's `loss_fn` is)."""
+
+    def build_pipeline(self, stages: int, data_parallel: int) -> torch.nn.Module:
+        """A `deepspeed.pipe.PipelineModule` over `stages` x `data_parallel` ranks (torch.distributed is up)."""
+        raise NotImplementedError
+
+    def pipeline_batch(self, batch: Any) -> tuple[Any, torch.Tensor]:
+        """(inputs of the first stage, labels of the last stage) of one micro-batch."""
+        raise NotImplementedError
+
+    def num_tokens(self, batch: Any) -> float:
+        """Tokens the loss counts in `batch` (for `perf/tokens_per_s`)."""
+        raise NotImplementedError
+
+    def export_pipeline(self, layer_states: dict[int, dict[str, torch.Tensor]], out: Path) -> None:
+        """Save the whole model in HF format in `out` from every layer's state dict, keyed by layer index."""
+        raise NotImplementedError
+
+
+class PipelineStrategy(Strategy):
+    """DeepSpeed's pipeline engine (1F1B): `stages` ranks per replica, world_size / stages replicas; each
+    optimizer step is one `train_batch` over the replica's `grad_accum_steps` micro-batches. The world rank
+    maps to (stage, replica) by DeepSpeed's `PipeDataParallelTopology`: rank = stage * replicas + replica."""
+
+    def __init__(self, stages: int) -> None:
+        self.stages = stages
+
+    def data_parallel(self, rank, world_size):
+        if world_size % self.stages:
+            raise ValueError(f"{world_size} workers are not a multiple of {self.stages} pipeline stages")
+        from deepspeed.runtime.pipe.topology import PipeDataParallelTopology
+
+        replicas = world_size // self.stages
+        topology = PipeDataParallelTopology(num_pp=self.stages, num_dp=replicas)
+        return topology.get_coord(rank).data, replicas
+
+    def initialise(self, task, cfg, total_steps, world_size):
+        import deepspeed
+
+        if not isinstance(task, PipelineTask):
+            raise TypeError(f"PipelineStrategy needs a PipelineTask, got {type(task).__name__}")
+        self.task, self.cfg = task, cfg
+        replicas = world_size // self.stages
+        torch.manual_seed(cfg.seed)  # identical initial weights on every replica
+        net = task.build_pipeline(self.stages, replicas)
+        ds = deepspeed_config(cfg, replicas)
+        self.engine, *_ = deepspeed.initialize(
+            model=net,
+            model_parameters=[p for p in net.parameters() if p.requires_grad],
+            config=ds,
+            lr_scheduler=_lr_scheduler(total_steps, cfg),
+        )
+
+    def step(self, micro_batches, acc):
+        loss = self.engine.train_batch(data_iter=iter([self.task.pipeline_batch(b) for b in micro_batches]))
+        self._add(acc, loss, micro_batches)
+
+    def evaluate(self, batches, acc):
+        import torch.distributed as dist
+
+        # eval_batch opens with a global barrier, so every rank makes the same single call: on the fewest
+        # micro-batches any replica has.
+        count = torch.tensor([len(batches)])
+        dist.all_reduce(count, op=dist.ReduceOp.MIN)
+        n = int(count)
+        if n == 0:
+            return
+        kept = list(batches[:n])
+        loss = self.engine.eval_batch(
+            iter([self.task.pipeline_batch(b) for b in kept]), num_micro_batches=n
+        )
+        self.engine.train()
+        self._add(acc, loss, kept)
+
+    def _add(self, acc: MetricAccumulator, loss: torch.Tensor, batches: Sequence[Any]) -> None:
+        # Every stage of a replica holds the replica's mean loss, so the mean over ranks is the mean over
+        # replicas; tokens are counted on the first stage only, since `num_tokens` is summed over ranks.
+        first = self.engine.is_first_stage()
+        tokens = sum(self.task.num_tokens(b) for b in batches) if first else 0.0
+        acc.add({"loss": float(loss), "num_tokens": float(tokens)})
+
+    def export(self, out, rank):
+        import torch.distributed as dist
+
+        module = self.engine.module
+        mine = {}
+        if self.engine.grid.get_data_parallel_rank() == 0:  # one replica is enough: the others are equal
+            start = module.parts[self.engine.stage_id]  # this stage's first layer index
+            for offset, layer in enumerate(module.forward_funcs):
+                mine[start + offset] = {k: v.detach().cpu() for k, v in layer.state_dict().items()}
+        gathered = [None] * dist.get_world_size() if rank == 0 else None
+        dist.gather_object(mine, gathered, dst=0)
+        if rank == 0:
+            self.task.export_pipeline({i: sd for part in gathered for i, sd in part.items()}, out)
+            _save_tokenizer(self.task, out)
+
+
+# --- the worker: one object holding the run's state ---------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the DeepSpeed state (trainer_state.json + history.jsonl)."""
+
+    step: int = 0
+    total_steps: int = 0
+    restarts: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, directory: Path) -> None:
+        state = {"step": self.step, "total_steps": self.total_steps, "restarts": self.restarts}
+        (directory / _STATE_FILE).write_text(json.dumps(state))
+        (directory / _HISTORY_FILE).write_text("".join(json.dumps(h) + "\n" for h in self.history))
+
+    @classmethod
+    def read(cls, directory: Path) -> TrainState:
+        """The state saved in `directory`, with one more restart (reading it means resuming)."""
+        state = json.loads((directory / _STATE_FILE).read_text())
+        history = [json.loads(x) for x in (directory / _HISTORY_FILE).read_text().splitlines() if x]
+        return cls(state["step"], state["total_steps"], state["restarts"] + 1, history)
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: build, (resume,) train, evaluate, checkpoint, export."""
-    task: TrainTask = config["task"]
-    cfg: TrainLoopConfig = config["cfg"]
-    if not cfg.use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-    import ray.train
-    import ray.train.torch
-    import torch.distributed as dist
+    """Runs on every Ray Train worker."""
+    _Worker(config["task"], config["cfg"], config["strategy"], config["tensorboard_dir"]).run()
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    if not cfg.use_gpu:
-        # Two workers on two cores: more intra-op threads than the worker's share only thrash.
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")  # wraps Ray's process group
 
-    def all_reduce_sum(t: torch.Tensor) -> None:
+class _Worker:
+    """Build, (resume,) train, evaluate, log, checkpoint and export on one Ray Train worker."""
+
+    def __init__(self, task: TrainTask, cfg: TrainLoopConfig, strategy: Strategy, tensorboard_dir: str):
+        if not cfg.use_gpu:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+        import ray.train
+
+        self.task, self.cfg, self.strategy = task, cfg, strategy
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        if not cfg.use_gpu:
+            # Two workers on two cores: more intra-op threads than the worker's share only thrash.
+            torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+        deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")  # wraps Ray's group
+        self.dp_rank, self.dp_world = strategy.data_parallel(self.rank, self.world)
+        self.tensorboard_dir = tensorboard_dir
+        self.state = TrainState()
+
+    def run(self) -> None:
+        import ray.train
+
+        cfg = self.cfg
+        batches = self.batches(0)
+        steps_per_epoch = len(batches) // cfg.grad_accum_steps
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"an epoch has {len(batches)} micro-batches per rank, fewer than grad_accum_steps="
+                f"{cfg.grad_accum_steps}: add data or lower micro_batch_size/grad_accum_steps/num_workers"
+            )
+        self.state.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        self.strategy.initialise(self.task, cfg, self.state.total_steps, self.world)
+        start = ray.train.get_checkpoint()
+        if start is not None:
+            with start.as_directory() as local:
+                self.strategy.load(Path(local) / "deepspeed")
+                self.state = TrainState.read(Path(local))
+            log.info("resumed from step %d/%d", self.state.step, self.state.total_steps)
+        writer = self._tensorboard()
+
+        acc = MetricAccumulator()
+        t_log = time.perf_counter()
+        epoch, skip = divmod(self.state.step, steps_per_epoch)
+        progress = _progress(self.rank, self.state.total_steps, self.state.step)
+        while self.state.step < self.state.total_steps:
+            if epoch > 0:
+                batches = self.batches(epoch)
+            for s in range(skip, steps_per_epoch):
+                micro = batches[s * cfg.grad_accum_steps : (s + 1) * cfg.grad_accum_steps]
+                self.strategy.step(micro, acc)
+                self.state.step += 1
+                progress.update(1)
+                line = self.maybe_report(acc, time.perf_counter() - t_log, steps_per_epoch)
+                if line is not None:
+                    t_log = time.perf_counter()
+                    if writer is not None:
+                        _write_scalars(writer, line)
+                    progress.set_postfix_str(_short(line))
+                if self.state.step == self.state.total_steps:
+                    break
+            epoch, skip = epoch + 1, 0
+        progress.close()
+        if writer is not None:
+            writer.close()
+
+    def batches(self, epoch: int) -> Sequence[Any]:
+        """This replica's micro-batches of `epoch`, checked to be equally many on every rank."""
+        batches = self.task.train_batches(epoch, self.dp_rank, self.dp_world, self.cfg.micro_batch_size)
+        self.all_ranks_equal(len(batches), f"the number of micro-batches in epoch {epoch}")
+        return batches
+
+    def maybe_report(self, acc: MetricAccumulator, seconds: float, steps_per_epoch: int) -> dict | None:
+        """After an optimizer step: log, evaluate and checkpoint when due; returns the reported metrics."""
+        cfg, step = self.cfg, self.state.step
+        done = step == self.state.total_steps
+        do_eval = done or (cfg.eval_every and step % cfg.eval_every == 0)
+        do_ckpt = done or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+        if not (do_eval or do_ckpt or step % cfg.log_every == 0):
+            return None
+        metrics = acc.reduce(self.all_reduce_sum)
+        if "num_tokens" in metrics:
+            metrics["perf/tokens_per_s"] = metrics["num_tokens"] / seconds
+        metrics.update(
+            step=step, epoch=step / steps_per_epoch, lr=self.strategy.lr(), restarts=self.state.restarts
+        )
+        metrics["perf/peak_mem_mb"] = self.max_over_ranks(_peak_memory_mb(cfg.use_gpu))
+        if do_eval:
+            metrics.update(self.evaluate())
+        self.state.history.append(metrics)
+        self.report(metrics, checkpoint=bool(do_ckpt), final=done)
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        batches = self.task.eval_batches(self.dp_rank, self.dp_world, self.cfg.micro_batch_size)
+        if self.max_over_ranks(len(batches)) == 0:
+            return {}
+        acc = MetricAccumulator()
+        self.strategy.evaluate(batches, acc)
+        return {f"eval/{k}": v for k, v in acc.reduce(self.all_reduce_sum).items()}
+
+    def report(self, metrics: dict[str, Any], *, checkpoint: bool, final: bool) -> None:
+        """Report to Ray; with a checkpoint: every rank saves its shard, rank 0 the state, then a barrier, so
+        Ray merges complete directories into one checkpoint."""
+        import ray.train
+        import torch.distributed as dist
+
+        if not checkpoint:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="rayflow-ckpt-") as tmp:
+            self.strategy.save(Path(tmp) / "deepspeed")
+            if self.rank == 0:
+                self.state.write(Path(tmp))
+            if final:
+                self.strategy.export(Path(tmp) / EXPORT_SUBDIR, self.rank)
+            dist.barrier()
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def _tensorboard(self):
+        """Rank 0's event writer. A resumed attempt appends a new events file; steps it repeats (logged after
+        the checkpoint it resumed from) show twice, as TensorBoard shows any rewritten step."""
+        if self.rank != 0:
+            return None
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter(self.tensorboard_dir)
+
+    # collectives over all ranks
+
+    def all_reduce_sum(self, t: torch.Tensor) -> None:
+        import torch.distributed as dist
+
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
-    def all_ranks_equal(n: int, what: str) -> None:
+    def max_over_ranks(self, value: float) -> float:
+        import torch.distributed as dist
+
+        t = torch.tensor([float(value)], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
+    def all_ranks_equal(self, n: int, what: str) -> None:
+        import torch.distributed as dist
+
         t = torch.tensor([n, -n], dtype=torch.long)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         if int(t[0]) != -int(t[1]):
@@ -377,121 +761,48 @@ def _train_worker(config: dict[str, Any]) -> None:
                 "TrainTask.train_batches must give every rank the same count"
             )
 
-    torch.manual_seed(cfg.seed)  # identical initial weights (and LoRA adapters) on every rank
-    model = _prepare_model(task.build_model(), cfg)
-    batches = task.train_batches(0, rank, world, cfg.micro_batch_size)
-    all_ranks_equal(len(batches), "the number of micro-batches per epoch")
-    steps_per_epoch = len(batches) // cfg.grad_accum_steps
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"an epoch has {len(batches)} micro-batches per rank, fewer than grad_accum_steps="
-            f"{cfg.grad_accum_steps}: add data or lower micro_batch_size/grad_accum_steps/num_workers"
-        )
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
 
-    engine, *_ = deepspeed.initialize(
-        model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=deepspeed_config(cfg, world),
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_multiplier(s, total_steps, cfg)
-        ),
-    )
+def _write_scalars(writer, metrics: dict[str, Any]) -> None:
+    for key, value in metrics.items():
+        if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+            writer.add_scalar(key, value, metrics["step"])
+    writer.flush()
 
-    step, restarts, history = 0, 0, []
-    start_ckpt = ray.train.get_checkpoint()
-    if start_ckpt is not None:
-        with start_ckpt.as_directory() as local:
-            engine.load_checkpoint(str(Path(local) / "deepspeed"), tag=_DS_TAG)
-            state = json.loads((Path(local) / _STATE_FILE).read_text())
-            step, restarts = state["step"], state["restarts"] + 1
-            history_file = Path(local) / _HISTORY_FILE
-            history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
-        if rank == 0:
-            print(f"[rayflow.train] resumed from step {step}/{total_steps}", flush=True)
 
-    def report(metrics: dict[str, Any], *, checkpoint: bool, final: bool = False) -> None:
-        history.append(metrics)
-        if not checkpoint:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="rayflow-ckpt-") as tmp:
-            engine.save_checkpoint(str(Path(tmp) / "deepspeed"), tag=_DS_TAG)
-            if rank == 0:
-                (Path(tmp) / _STATE_FILE).write_text(
-                    json.dumps({"step": step, "total_steps": total_steps, "restarts": restarts})
-                )
-                (Path(tmp) / _HISTORY_FILE).write_text("".join(json.dumps(h) + "\n" for h in history))
-            if final:
-                _export_hf(engine, task, cfg, Path(tmp) / EXPORT_SUBDIR, rank)
-            dist.barrier()  # every shard is on disk before Ray collects the directories
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Loss (and eval loss, where evaluated) against the optimizer step, as a PNG; None without a loss."""
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    if not train:
+        return None
+    import matplotlib
 
-    def evaluate() -> dict[str, float]:
-        eval_batches = task.eval_batches(rank, world, cfg.micro_batch_size)
-        count = torch.tensor([len(eval_batches)])
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        if int(count) == 0:
-            return {}
-        acc = MetricAccumulator()
-        engine.eval()
-        with torch.no_grad():
-            # Under ZeRO-3 a forward is collective, so every rank runs the same number; ranks short of batches
-            # repeat one and drop its metrics.
-            for i in range(int(count)):
-                if eval_batches:
-                    metrics = task.eval_metrics(
-                        engine, _to_device(eval_batches[min(i, len(eval_batches) - 1)], device)
-                    )
-                    if i < len(eval_batches):
-                        acc.add(metrics)
-        engine.train()
-        return {f"eval/{k}": v for k, v in acc.reduce(all_reduce_sum).items()}
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    engine.train()
-    acc = MetricAccumulator()
-    t_log = time.perf_counter()
-    epoch, skip = divmod(step, steps_per_epoch)
-    progress = _progress(rank, total_steps, step)
-    while step < total_steps:
-        if epoch > 0:
-            batches = task.train_batches(epoch, rank, world, cfg.micro_batch_size)
-            all_ranks_equal(len(batches), f"the number of micro-batches in epoch {epoch}")
-        usable = batches[: steps_per_epoch * cfg.grad_accum_steps]
-        for micro in range(skip * cfg.grad_accum_steps, len(usable)):
-            loss, metrics = task.compute_loss(engine, _to_device(usable[micro], device))
-            engine.backward(loss)
-            engine.step()
-            acc.add({"loss": loss.detach(), **metrics})
-            if (micro + 1) % cfg.grad_accum_steps:
-                continue
-            step += 1
-            progress.update(1)
-            done = step == total_steps
-            do_eval = done or (cfg.eval_every and step % cfg.eval_every == 0)
-            do_ckpt = done or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
-            if not (done or do_eval or do_ckpt or step % cfg.log_every == 0):
-                continue
-            metrics_out = acc.reduce(all_reduce_sum)
-            elapsed = time.perf_counter() - t_log
-            if "num_tokens" in metrics_out:
-                metrics_out["perf/tokens_per_s"] = metrics_out["num_tokens"] / elapsed
-            metrics_out.update(
-                step=step, epoch=step / steps_per_epoch, lr=engine.get_lr()[0], restarts=restarts
-            )
-            peak = torch.tensor([_peak_memory_mb(cfg.use_gpu)])
-            dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-            metrics_out["perf/peak_mem_mb"] = float(peak)
-            if do_eval:
-                metrics_out.update(evaluate())
-            report(metrics_out, checkpoint=bool(do_ckpt), final=done)
-            if rank == 0:
-                progress.set_postfix_str(_short(metrics_out))
-            t_log = time.perf_counter()
-            if done:
-                break
-        epoch, skip = epoch + 1, 0
-    progress.close()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*train), label="train loss")
+    evals = [(h["step"], h["eval/loss"]) for h in history if "eval/loss" in h]
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _lr_scheduler(total_steps: int, cfg: TrainLoopConfig):
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total_steps, cfg))
+
+
+def _device(cfg: TrainLoopConfig) -> torch.device:
+    if not cfg.use_gpu:
+        return torch.device("cpu")
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
 
 
 def _prepare_model(model: torch.nn.Module, cfg: TrainLoopConfig) -> torch.nn.Module:
@@ -546,6 +857,10 @@ def _export_hf(engine, task: TrainTask, cfg: TrainLoopConfig, out: Path, rank: i
         target.save_pretrained(out)
     else:
         module.save_pretrained(out, state_dict=state)
+    _save_tokenizer(task, out)
+
+
+def _save_tokenizer(task: TrainTask, out: Path) -> None:
     if task.tokenizer_dir:
         from transformers import AutoTokenizer
 

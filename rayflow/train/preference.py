@@ -19,6 +19,7 @@ WSPO on the strong model with only it resident. All models must share one tokeni
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,10 @@ from rayflow.train.loop import TrainLoopConfig, fit
 from rayflow.train.losses import DPOLossType, dpo_loss, dpo_metrics, wspo_loss, wspo_metrics
 from rayflow.train.precompute import PrecomputeConfig, precompute_logps
 from rayflow.train.preference_data import DataConfig, Example, load_splits, write_errors
-from rayflow.train.sft import SFTConfig, finish, run_sft
+from rayflow.train.sft import SFTConfig, run_sft, training_summary
+from rayflow.workflow import Result, Workflow, require_model, require_path
+
+log = logging.getLogger(__name__)
 
 
 class DPOSettings(Config):
@@ -87,7 +91,9 @@ class PreferenceConfig(Config):
     model: str = Field(
         "tiny:tiny", description="the policy's initial (SFT) model: path, hub id or tiny:<size>"
     )
-    output_dir: str = Field("outputs/preference", description="model/, errors/, history.jsonl, stats.json")
+    output_dir: str = Field(
+        "outputs/preference", description="model/, errors/, history.jsonl, summary.json, run.json"
+    )
     data: DataConfig = DataConfig(train="examples/preference/pairs.jsonl")
     dpo: DPOSettings = DPOSettings()
     reference: ReferenceSettings = ReferenceSettings()
@@ -171,8 +177,35 @@ class WSPOTask(CausalLMTask):
 # --- jobs ----------------------------------------------------------------------------------------------------
 
 
+def check(cfg: PreferenceConfig) -> None:
+    """The data files and every model the method needs exist (before Ray starts)."""
+    require_path(cfg.data.train, "data.train")
+    require_path(cfg.data.eval, "data.eval")
+    require_model(cfg.model, "model")
+    if cfg.method == "dpo" and cfg.reference.backend != "openai":
+        require_model(cfg.reference.model, "reference.model")
+    if cfg.method == "wspo":
+        require_model(cfg.wspo.weak_base, "wspo.weak_base")
+        require_model(cfg.wspo.weak_aligned, "wspo.weak_aligned")
+        require_path(cfg.wspo.weak_sft_data, "wspo.weak_sft_data")
+
+
+def run(cfg: PreferenceConfig) -> Result:
+    """The preference workflow on the current Ray cluster: the configured method, run.json and summary.json."""
+    with Workflow("train_preference", cfg, cfg.output_dir) as wf:
+        with wf.phase(cfg.method):
+            summary = run_preference(cfg)
+        shown = {k: round(v, 4) for k, v in summary["final_metrics"].items() if k.startswith(("eval/", "loss"))}
+        return wf.finish(
+            summary,
+            f"{cfg.method} done: {summary['train_examples']} examples ({summary['errors']} rejected); "
+            f"{shown} -> {summary['model_dir']}",
+        )
+
+
 def run_preference(cfg: PreferenceConfig) -> dict[str, Any]:
-    """Run the configured method on the current Ray cluster; writes under `cfg.output_dir`, returns the stats."""
+    """Run the configured method on the current Ray cluster; writes under `cfg.output_dir`, returns the
+    summary (also in `output_dir/summary.json`)."""
     out = Path(cfg.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.method == "dpo":
@@ -191,11 +224,13 @@ def run_dpo(
     *,
     name: str = "dpo",
 ) -> dict[str, Any]:
-    """One DPO-family run: load pairs, precompute the reference, train, export to `out/model`."""
+    """One DPO-family run: load pairs, precompute the reference, train, export to `out/model`; returns the
+    run's summary, also written to `out/summary.json` with history.jsonl and errors/."""
     model_path = resolve_model_path(model)
     tokenizer = load_tokenizer(EngineConfig(model=model_path))
     train_ex, eval_ex, errors, stats = load_splits(data, "preference", tokenizer)
     write_errors(errors, out)
+    log.info("%s: reference log-probs (%s) of %d pairs", name, reference.kind, len(train_ex) + len(eval_ex))
     refs = split_values(
         reference_values(train_ex + eval_ex, reference, model_path, tokenizer, precompute), len(train_ex)
     )
@@ -212,8 +247,9 @@ def run_dpo(
         seed=train.seed,
         dpo=dpo,
     )
+    log.info("%s: training on %d pairs (%d held out)", name, len(train_ex), len(eval_ex))
     result = fit(task, train, storage_path=out / "ray", name=name, export_dir=out / "model")
-    return finish(out, result, stats)
+    return training_summary(out, result, stats)
 
 
 def reference_values(
@@ -280,6 +316,7 @@ def run_wspo(cfg: PreferenceConfig, out: Path) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     weak_ref = resolve_model_path(w.weak_base)
     if w.weak_sft_data:
+        log.info("WSPO phase 1: SFT of the weak base %s", w.weak_base)
         sft_out = out / "weak_sft"
         stages["weak_sft"] = run_sft(
             SFTConfig(
@@ -293,6 +330,7 @@ def run_wspo(cfg: PreferenceConfig, out: Path) -> dict[str, Any]:
         weak_ref = str(sft_out / "model")
     weak_aligned = resolve_model_path(w.weak_aligned) if w.weak_aligned else None
     if weak_aligned is None:
+        log.info("WSPO phase 2: aligning the weak model by DPO")
         dpo_out = out / "weak_aligned"
         dpo_out.mkdir(parents=True, exist_ok=True)
         stages["weak_aligned"] = run_dpo(
@@ -313,6 +351,7 @@ def run_wspo(cfg: PreferenceConfig, out: Path) -> dict[str, Any]:
     write_errors(errors, out)
     # One scoring pass per frozen model over train + eval: one Ray Data job and one cache entry each.
     everything = train_ex + eval_ex
+    log.info("WSPO phase 3: per-token log-probs of the strong reference and the weak pair")
     frozen = {}
     for key, model in (("ref", strong), ("weak_aligned", weak_aligned), ("weak_base", weak_ref)):
         engine = cfg.reference.model_copy(update={"model": None}).engine(model)
@@ -327,7 +366,8 @@ def run_wspo(cfg: PreferenceConfig, out: Path) -> dict[str, Any]:
     task = WSPOTask(
         strong, tokenizer.pad_token_id, rows[0], rows[1], seed=cfg.train.seed, gamma=w.gamma, form=w.form
     )
+    log.info("WSPO phase 4: training the strong model %s", cfg.model)
     result = fit(task, cfg.train, storage_path=out / "ray", name="wspo", export_dir=out / "model")
     stats["stages"] = stages
     stats["weak_models"] = {"weak_reference": weak_ref, "weak_aligned": weak_aligned}
-    return finish(out, result, stats)
+    return training_summary(out, result, stats)

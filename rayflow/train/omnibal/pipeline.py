@@ -39,14 +39,15 @@ def build_pipeline(cfg: TinyVLMConfig, parts: Sequence[int], modes: Sequence[str
     stages = len(parts) - 1
 
     class ExplicitPipeline(PipelineModule):
+        # DeepSpeed has no public hook for explicit boundaries: this overrides the private partitioning step
+        # and sets the bounds through its private setter, the same two calls its own methods end in.
         def _partition_layers(self, method: str = "uniform") -> None:
             if len(self._layer_specs) != parts[-1]:
                 raise ValueError(
                     f"parts {list(parts)} do not cover the model's {len(self._layer_specs)} layers"
                 )
-            self.parts = list(parts)
-            stage = self._topo.get_coord(self.global_rank).pipe
-            self._set_bounds(start=self.parts[stage], stop=self.parts[stage + 1])
+            self.parts = list(parts)  # public: the export reads each stage's first layer from it
+            self._set_bounds(start=self.parts[self.stage_id], stop=self.parts[self.stage_id + 1])
 
     topology = PipeDataParallelTopology(num_pp=stages, num_dp=data_parallel)
     return ExplicitPipeline(

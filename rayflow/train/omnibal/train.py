@@ -1,36 +1,47 @@
 """OmniBal training of the tiny VLM on Ray Train + DeepSpeed: planning on the driver, two execution modes.
 
-:func:`plan_run` (pure, driver side) does the balancing work once: it indexes the data, searches the ISF
-budgets, builds epoch 0's schedule and its metrics, and in pipeline mode chooses stage boundaries
-(``parameters`` / ``uniform`` / ``searched`` with the cost profile) and each stage's recompute plan.
+The workflow (``jobs/train_vlm.py``) is :func:`check` + :func:`run`. :func:`plan_run` (pure, driver side) does
+the balancing work once: it indexes the data, searches the ISF budgets, builds epoch 0's schedule and its
+metrics, and in pipeline mode chooses stage boundaries (``parameters`` / ``uniform`` / ``searched`` with the
+cost profile) and each stage's recompute plan.
 
-:func:`train_vlm` then runs one of
+:func:`train_vlm` then trains through rayflow's one driver (:func:`rayflow.train.loop.fit`), with
+:class:`OmniBalTask` feeding each data-parallel replica its scheduled groups (one group per micro-batch,
+``train.grad_accum_steps`` groups per optimizer step), in one of two strategies:
 
-- ``mode="zero"``: data-parallel DeepSpeed ZeRO through rayflow's shared loop (:mod:`rayflow.train.loop`),
-  with :class:`OmniBalTask` feeding each rank its scheduled groups (one group per micro-batch,
-  ``train.grad_accum_steps`` groups per optimizer step);
-- ``mode="pipeline"``: DeepSpeed's pipeline engine (1F1B, gloo on CPU) over ``pipeline_stages`` stages with
-  the planned boundaries and per-stage recompute, ``train.grad_accum_steps`` groups as the micro-batches of
-  each ``train_batch``. Its worker follows the shared loop's conventions (same DeepSpeed config builder,
-  LR schedule, checkpoint save -> barrier -> report, resume from ``ray.train.get_checkpoint``, HF export).
+- ``mode="zero"``: data-parallel DeepSpeed ZeRO (``ZeroStrategy``);
+- ``mode="pipeline"``: DeepSpeed's pipeline engine (1F1B, gloo on CPU, ``PipelineStrategy``) over
+  ``pipeline_stages`` stages with the planned boundaries and per-stage recompute, ``train.num_workers /
+  pipeline_stages`` replicas.
+
+Both get the driver's evaluation (on ``data.eval_samples`` held-out samples), checkpoints, resume with the
+restart count, TensorBoard curves and HF export.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from rayflow.config import Config
-from rayflow.train.loop import TrainLoopConfig, TrainTask, deepspeed_config, fit, lr_multiplier
+from rayflow.runinfo import write_json
+from rayflow.train.loop import (
+    FitResult,
+    PipelineStrategy,
+    PipelineTask,
+    TrainLoopConfig,
+    ZeroStrategy,
+    eval_shard,
+    fit,
+)
 from rayflow.train.omnibal.costmodel import CostProfile
 from rayflow.train.omnibal.index import LengthIndex, read_jsonl_index
 from rayflow.train.omnibal.isf import ISFConfig
@@ -48,24 +59,26 @@ from rayflow.train.omnibal.schedule import (
     GroupWork,
     RankIterator,
     build_schedule,
-    check_equal_steps,
 )
 from rayflow.train.omnibal.synthetic import image_text_samples
 from rayflow.train.omnibal.tiny_vlm import TinyVLMConfig, layer_kinds
 from rayflow.train.omnibal.vlm_data import VLMData
+from rayflow.workflow import Result, Workflow, require_model, require_path
 
 __all__ = [
     "DEFAULT_PROFILE",
     "OmniBalTask",
     "RunPlan",
     "TrainVLMConfig",
+    "check",
     "load_samples",
     "plan_run",
+    "run",
     "train_vlm",
 ]
 
 DEFAULT_PROFILE = Path(__file__).with_name("profiles") / "cpu_tiny.json"
-_DS_TAG = "state"
+log = logging.getLogger(__name__)
 
 
 class VLMSettings(Config):
@@ -90,13 +103,17 @@ class VLMDataSettings(Config):
     synthetic_skew: float = Field(3.0, ge=0, description="heavy-tail strength of synthetic lengths")
     max_images: int = Field(4, ge=0)
     max_tokens: int = Field(1024, ge=8, description="samples longer than this are error records")
+    eval_path: str | None = Field(None, description="held-out JSONL; null = eval_samples synthetic ones")
+    eval_samples: int = Field(0, ge=0, description="synthetic held-out samples (0 = no evaluation)")
     seed: int = 0
 
 
 class TrainVLMConfig(Config):
     """OmniBal VLM training job."""
 
-    output_dir: str = Field("outputs/train_vlm", description="run.json, stats.json, errors.jsonl, hf/ export")
+    output_dir: str = Field(
+        "outputs/train_vlm", description="run.json, summary.json, plan.json, errors.jsonl, hf/ export"
+    )
     tokenizer: str = Field("tiny:tiny", description="tokenizer dir or tiny:<size>")
     data: VLMDataSettings = VLMDataSettings()
     model: VLMSettings = VLMSettings()
@@ -184,6 +201,23 @@ def load_samples(
         skew=cfg.data.synthetic_skew,
     )
     return VLMData(samples, tokenizer, vlm).index(), samples, []
+
+
+def load_eval_samples(cfg: TrainVLMConfig, tokenizer, vlm: TinyVLMConfig) -> tuple[list[dict], list[dict]]:
+    """(held-out samples, their error records): ``data.eval_path``, else ``data.eval_samples`` synthetic ones
+    drawn with another seed than the training samples."""
+    if cfg.data.eval_path is not None:
+        _, samples, errors = read_jsonl_index(
+            cfg.data.eval_path, VLMData.format(tokenizer, vlm), max_tokens=cfg.data.max_tokens
+        )
+        return samples, errors
+    samples = image_text_samples(
+        cfg.data.eval_samples,
+        seed=cfg.data.seed + 1,
+        max_images=cfg.data.max_images,
+        skew=cfg.data.synthetic_skew,
+    )
+    return samples, []
 
 
 def plan_run(cfg: TrainVLMConfig, index: LengthIndex, vlm: TinyVLMConfig) -> RunPlan:
@@ -279,28 +313,47 @@ class _Batches:
         return self.data.collate(self.groups[i], packed=self.packed)
 
 
-class OmniBalTask(TrainTask):
-    """The tiny VLM on balanced groups, for the shared loop's data-parallel ZeRO mode."""
+class OmniBalTask(PipelineTask):
+    """The tiny VLM on balanced groups, for both strategies (a `PipelineTask` is also a plain `TrainTask`).
 
-    def __init__(self, cfg: TrainVLMConfig, plan: RunPlan, samples: list[dict], tokenizer_dir: str) -> None:
+    Held-out samples are evaluated in consecutive groups of ``samples_per_group``, dealt out to the replicas.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainVLMConfig,
+        plan: RunPlan,
+        samples: list[dict],
+        tokenizer_dir: str,
+        eval_samples: list[dict] = (),
+    ) -> None:
         self.cfg, self.plan, self.samples, self.tokenizer_dir = cfg, plan, samples, tokenizer_dir
-        self._data: VLMData | None = None
+        self.eval_samples = list(eval_samples)
+        self._data: tuple[VLMData, VLMData] | None = None
 
-    def _load(self) -> VLMData:
+    def _load(self) -> tuple[VLMData, VLMData]:
         if self._data is None:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
-            self._data = VLMData(self.samples, tokenizer, self.cfg.vlm_config(tokenizer))
+            vlm = self.cfg.vlm_config(tokenizer)
+            self._data = VLMData(self.samples, tokenizer, vlm), VLMData(self.eval_samples, tokenizer, vlm)
         return self._data
 
     def build_model(self) -> torch.nn.Module:
         from rayflow.train.omnibal.tiny_vlm import TinyVLM
 
-        return TinyVLM(self._load().cfg)
+        return TinyVLM(self._load()[0].cfg)
+
+    def build_pipeline(self, stages: int, data_parallel: int) -> torch.nn.Module:
+        from rayflow.train.omnibal.pipeline import build_pipeline
+
+        if self.plan.parts is None or len(self.plan.parts) != stages + 1:
+            raise ValueError(f"the plan has no partition into {stages} stages")
+        return build_pipeline(self._load()[0].cfg, self.plan.parts, self.plan.modes, data_parallel=data_parallel)
 
     def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> _Batches:
-        data = self._load()
+        data = self._load()[0]
         index = data.index()
         schedule = build_schedule(
             index.vit,
@@ -313,9 +366,25 @@ class OmniBalTask(TrainTask):
         )
         return _Batches.of(data, schedule, rank)
 
+    def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> _Batches:
+        data = self._load()[1]
+        groups = eval_shard(len(data.samples), rank, world_size, self.cfg.samples_per_group)
+        return _Batches(data, [np.array(g) for g in groups], packed=self.plan.balance.balance == "isf")
+
     def compute_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         loss = model(**batch)
-        return loss, {"num_tokens": (batch["labels"] != -100).sum()}
+        return loss, {"num_tokens": self.num_tokens(batch)}
+
+    def pipeline_batch(self, batch: dict) -> tuple[tuple, torch.Tensor]:
+        return (batch["pixels"], batch["input_ids"], batch["seq_ids"], batch["pos_ids"]), batch["labels"]
+
+    def num_tokens(self, batch: dict) -> float:
+        return float((batch["labels"] != -100).sum())
+
+    def export_pipeline(self, layer_states: dict[int, dict[str, torch.Tensor]], out: Path) -> None:
+        from rayflow.train.omnibal.pipeline import pipeline_state_to_model
+
+        pipeline_state_to_model(self._load()[0].cfg, layer_states).save_pretrained(out)
 
 
 def train_vlm(
@@ -327,179 +396,65 @@ def train_vlm(
     storage_path: str | os.PathLike,
     name: str,
     export_dir: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Train on the current Ray cluster in ``cfg.mode``; returns ``{"metrics", "history", "export_path"}``."""
-    if cfg.mode == "zero":
-        result = fit(
-            OmniBalTask(cfg, plan, samples, tokenizer_dir),
-            cfg.train,
-            storage_path=storage_path,
-            name=name,
-            export_dir=export_dir,
+    eval_samples: list[dict] = (),
+) -> FitResult:
+    """Train on the current Ray cluster in ``cfg.mode`` through the one driver; returns its `FitResult`."""
+    strategy = PipelineStrategy(cfg.pipeline_stages) if cfg.mode == "pipeline" else ZeroStrategy()
+    return fit(
+        OmniBalTask(cfg, plan, samples, tokenizer_dir, eval_samples),
+        cfg.train,
+        storage_path=storage_path,
+        name=name,
+        export_dir=export_dir,
+        strategy=strategy,
+    )
+
+
+def check(cfg: TrainVLMConfig) -> None:
+    """The data files and the tokenizer exist (before Ray starts)."""
+    require_path(cfg.data.path, "data.path")
+    require_path(cfg.data.eval_path, "data.eval_path")
+    require_path(cfg.profile, "profile")
+    require_model(cfg.tokenizer, "tokenizer")
+
+
+def run(cfg: TrainVLMConfig) -> Result:
+    """Plan on the driver, then train on the current Ray cluster. Writes plan.json, errors.jsonl, the model in
+    hf/, checkpoints and curves under checkpoints/, summary.json and run.json to ``cfg.output_dir``."""
+    from transformers import AutoTokenizer
+
+    from rayflow.llm import resolve_model
+
+    with Workflow("train_vlm", cfg, cfg.output_dir) as wf:
+        out = wf.output_dir.resolve()
+        with wf.phase("plan"):
+            tokenizer_dir = resolve_model(cfg.tokenizer)
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            vlm = cfg.vlm_config(tokenizer)
+            log.info("indexing the data and searching ISF budgets for %d replicas", cfg.data_parallel)
+            index, samples, errors = load_samples(cfg, tokenizer, vlm)
+            eval_samples, eval_errors = load_eval_samples(cfg, tokenizer, vlm)
+            errors += eval_errors
+            (out / "errors.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors))
+            if cfg.mode == "pipeline":
+                log.info("searching %s stage boundaries and per-stage recompute", cfg.partition)
+            plan = plan_run(cfg, index, vlm)
+            write_json(out / "plan.json", plan.report)
+        with wf.phase("train"):
+            log.info("training in %s mode on %d workers", cfg.mode, cfg.train.num_workers)
+            result = train_vlm(cfg, plan, samples, tokenizer_dir, storage_path=out / "checkpoints",
+                               name="train_vlm", export_dir=out / "hf", eval_samples=eval_samples)  # fmt: skip
+        summary = {
+            "samples": len(samples),
+            "eval_samples": len(eval_samples),
+            "errors": len(errors),
+            **plan.report,
+            **result.outputs(),
+        }
+        b = plan.report["balance"]
+        message = (
+            f"trained {cfg.mode} ({cfg.balance.balance}, partition={cfg.partition}): pad {b['pad']:.3f}, "
+            f"dist vit/llm {b['dist_vit']:.3f}/{b['dist_llm']:.3f}, max/mean {b['max_mean']:.3f}; "
+            f"final loss {result.metrics.get('loss', float('nan')):.4f} -> {out}"
         )
-        return {"metrics": result.metrics, "history": result.history, "export_path": result.export_path}
-
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    storage = Path(storage_path).expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    t = cfg.train
-    trainer = TorchTrainer(
-        _pipeline_worker,
-        train_loop_config={"cfg": cfg, "plan": plan, "samples": samples, "tokenizer_dir": tokenizer_dir},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker}
-        ),
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo", timeout_s=t.collective_timeout_s),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(storage),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-        ),
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise RuntimeError(f"pipeline training run {name!r} failed: {result.error}") from result.error
-    history, export_path = [], None
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as local:
-            history = [json.loads(x) for x in (Path(local) / "history.jsonl").read_text().splitlines() if x]
-            if export_dir is not None and (Path(local) / "hf").is_dir():
-                import shutil
-
-                shutil.rmtree(export_dir, ignore_errors=True)
-                shutil.copytree(Path(local) / "hf", export_dir)
-                export_path = str(Path(export_dir).resolve())
-    return {"metrics": dict(result.metrics or {}), "history": history, "export_path": export_path}
-
-
-def _pipeline_worker(config: dict[str, Any]) -> None:
-    """Every Ray Train worker: one pipeline stage of one data-parallel replica."""
-    cfg: TrainVLMConfig = config["cfg"]
-    plan: RunPlan = config["plan"]
-    t = cfg.train
-    if not t.use_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-    import ray.train
-    import torch.distributed as dist
-    from transformers import AutoTokenizer
-
-    from rayflow.train.omnibal.pipeline import build_pipeline
-
-    rank = ray.train.get_context().get_world_rank()
-    if not t.use_gpu:
-        torch.set_num_threads(max(1, int(t.cpus_per_worker)))
-    deepspeed.init_distributed(dist_backend="nccl" if t.use_gpu else "gloo")
-    tokenizer = AutoTokenizer.from_pretrained(config["tokenizer_dir"])
-    vlm = cfg.vlm_config(tokenizer)
-    data = VLMData(config["samples"], tokenizer, vlm)
-    index = data.index()
-
-    torch.manual_seed(t.seed)  # identical initial weights on every replica
-    net = build_pipeline(vlm, plan.parts, plan.modes, data_parallel=cfg.data_parallel)
-    dp_rank = net._topo.get_coord(dist.get_rank()).data
-    schedules = {}
-
-    def schedule_for(epoch: int) -> EpochSchedule:
-        if epoch not in schedules:
-            schedules.clear()
-            schedules[epoch] = build_schedule(
-                index.vit,
-                index.tok,
-                plan.balance,
-                ranks=cfg.data_parallel,
-                micro_per_step=t.grad_accum_steps,
-                epoch=epoch,
-                cost=plan.profile.group_seconds,
-            )
-        return schedules[epoch]
-
-    steps_per_epoch = schedule_for(0).num_steps
-    check_equal_steps(steps_per_epoch)
-    total = t.max_steps or t.epochs * steps_per_epoch
-    ds = deepspeed_config(t, cfg.data_parallel)
-    ds["train_batch_size"] = t.grad_accum_steps * cfg.data_parallel
-    engine, *_ = deepspeed.initialize(
-        model=net,
-        model_parameters=[p for p in net.parameters() if p.requires_grad],
-        config=ds,
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total, t)),
-    )
-
-    step, history = 0, []
-    start = ray.train.get_checkpoint()
-    if start is not None:
-        with start.as_directory() as local:
-            engine.load_checkpoint(str(Path(local) / "deepspeed"), tag=_DS_TAG)
-            step = json.loads((Path(local) / "trainer_state.json").read_text())["step"]
-            history = [json.loads(x) for x in (Path(local) / "history.jsonl").read_text().splitlines() if x]
-
-    def report(metrics: dict[str, Any], *, final: bool) -> None:
-        history.append(metrics)
-        with tempfile.TemporaryDirectory(prefix="rayflow-vlm-") as tmp:
-            engine.save_checkpoint(str(Path(tmp) / "deepspeed"), tag=_DS_TAG)
-            if rank == 0:
-                (Path(tmp) / "trainer_state.json").write_text(json.dumps({"step": step}))
-                (Path(tmp) / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-            if final:
-                _export(engine, vlm, config["tokenizer_dir"], Path(tmp) / "hf", dp_rank)
-            dist.barrier()  # every stage's shard is on disk before Ray collects the directories
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    losses, samples, seconds = [], 0, 0.0
-    while step < total:
-        epoch, at = divmod(step, steps_per_epoch)
-        schedule = schedule_for(epoch)
-        for s, groups in RankIterator(schedule, dp_rank, start_step=at):
-            batches = [data.collate(g, packed=schedule.grouping.packed) for g in groups]
-            micro = iter(
-                [((b["pixels"], b["input_ids"], b["seq_ids"], b["pos_ids"]), b["labels"]) for b in batches]
-            )
-            t0 = time.perf_counter()
-            losses.append(float(engine.train_batch(data_iter=micro)))
-            seconds += time.perf_counter() - t0
-            samples += sum(len(g) for g in groups)
-            step += 1
-            done = step == total
-            if done or step % t.log_every == 0 or (t.checkpoint_every and step % t.checkpoint_every == 0):
-                metrics = {
-                    "step": step,
-                    "epoch": step / steps_per_epoch,
-                    "loss": float(np.mean(losses)),
-                    "lr": engine.get_lr()[0],
-                    "perf/samples_per_s": samples / seconds,
-                }
-                checkpoint = done or (t.checkpoint_every and step % t.checkpoint_every == 0)
-                if checkpoint:
-                    report(metrics, final=done)
-                else:
-                    history.append(metrics)
-                    ray.train.report(metrics)
-                losses, samples, seconds = [], 0, 0.0
-            if done:
-                break
-
-
-def _export(engine, vlm: TinyVLMConfig, tokenizer_dir: str, out: Path, dp_rank: int) -> None:
-    """Collective: gather every stage's layer weights to rank 0 and save the whole model in HF format there."""
-    import torch.distributed as dist
-
-    module = engine.module
-    mine = {}
-    if dp_rank == 0:  # one replica is enough; the others hold the same weights
-        for offset, layer in enumerate(module.forward_funcs):
-            mine[module._local_start + offset] = {k: v.detach().cpu() for k, v in layer.state_dict().items()}
-    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(mine, gathered, dst=0)
-    if dist.get_rank() != 0:
-        return
-    from transformers import AutoTokenizer
-
-    from rayflow.train.omnibal.pipeline import pipeline_state_to_model
-
-    layers = {i: sd for part in gathered for i, sd in part.items()}
-    pipeline_state_to_model(vlm, layers).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+        return wf.finish(summary, message)
