@@ -59,7 +59,7 @@ class TrainJudgeConfig(Config):
     model: str = Field("tiny:tiny", description="the initial judge: path, hub id or tiny:<size>")
     data: str = Field("examples/safety/labelled.jsonl", description="JSONL rows with reference aius")
     val: str | None = Field(None, description="validation JSONL; None = hold out val_fraction of data")
-    val_fraction: float = Field(0.25, gt=0, lt=1)
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="share of data held out when val is None")
     output_dir: str = Field(
         "outputs/train_judge", description="sft/, round_<r>/, best/, errors/, summary.json, run.json"
     )
@@ -70,7 +70,7 @@ class TrainJudgeConfig(Config):
     judge_backend: str = Field(
         "hf", pattern="^(hf|vllm)$", description="engine backend for sampling and eval"
     )
-    max_model_len: int = Field(1024, ge=16)
+    max_model_len: int = Field(1024, ge=16, description="judge context (tokens) for sampling and training")
     metaeval_engine: EngineConfig = EngineConfig(
         backend="hf", model="tiny:tiny", dtype="float32", max_model_len=1024
     )
@@ -81,7 +81,7 @@ class TrainJudgeConfig(Config):
     dpo_train: TrainLoopConfig = TrainLoopConfig(num_workers=1, max_steps=10, lr=5e-4, micro_batch_size=4)
     precompute: PrecomputeConfig = PrecomputeConfig(cpus_per_actor=0.5)
     max_prompt_length: int = Field(896, ge=1, description="judge prompt tokens (longer items are skipped)")
-    seed: int = 0
+    seed: int = Field(0, description="validation split, sampling and engine seed")
 
 
 def read_items(path: str) -> tuple[list[dict], list[dict]]:

@@ -36,11 +36,13 @@ Prompt = str | list[dict[str, str]]
 class EvalConfig(Config):
     """The post-sweep evaluation stage."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the stage after the trials")
     max_prompts: int = Field(64, ge=1, description="held-out prompts to answer (the sweep's eval split)")
     backend: Literal["hf", "vllm"] = Field("hf", description="engine backend for the policies")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    max_model_len: int | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights' dtype of the policies' engines"
+    )
+    max_model_len: int | None = Field(None, description="policies' context, tokens; None = the model's own")
     sampling: SamplingParams = SamplingParams(temperature=0.0, max_tokens=128)
     judge: JudgeConfig = JudgeConfig()
     repetition_ngram: int = Field(4, ge=1, description="n of the n-gram repetition rate")

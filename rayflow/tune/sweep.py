@@ -77,7 +77,9 @@ class GridConfig(Config):
         (1.0, 10.0), description="added for references that are another model than the policy"
     )
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds (data order, LoRA init)")
-    loss_types: tuple[DPOLossType, ...] = Field(("sigmoid",), min_length=1)
+    loss_types: tuple[DPOLossType, ...] = Field(
+        ("sigmoid",), min_length=1, description="DPO losses: sigmoid, hinge, ipo, robust"
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> GridConfig:
@@ -93,7 +95,7 @@ class TuneSettings(Config):
     scheduler: Literal["fifo", "asha"] = Field("fifo", description="asha stops trials early (misleads for β)")
     asha_metric: str = Field("h", description="asha: a metric of every report (training h: raw margin)")
     asha_grace_period: int = Field(1, ge=1, description="asha: reports before a trial can be stopped")
-    asha_reduction_factor: int = Field(4, ge=2)
+    asha_reduction_factor: int = Field(4, ge=2, description="asha: keep 1/factor of the trials per rung")
     max_concurrent_trials: int = Field(1, ge=1, description="⌊CPUs / (cpus_per_trial + workers·cpus)⌋")
     cpus_per_trial: float = Field(
         1.0, gt=0, description="the trial's driver process (TorchTrainer controller)"
@@ -104,7 +106,7 @@ class TuneSettings(Config):
     mlflow_tracking_uri: str | None = Field(
         None, description="also log to MLflow (needs `pip install mlflow`)"
     )
-    mlflow_experiment: str = "rayflow-sweep-beta"
+    mlflow_experiment: str = Field("rayflow-sweep-beta", description="MLflow experiment name")
 
 
 class SweepConfig(Config):
