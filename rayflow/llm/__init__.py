@@ -1,14 +1,24 @@
 """rayflow's engine layer: `Engine.generate` and `Engine.score` over vLLM, transformers or an OpenAI server.
 
-    from rayflow.llm import EngineConfig, SamplingParams, build_engine
+    from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
     engine = build_engine(EngineConfig(backend="hf", model="tiny:tiny"))
     engine.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_tokens=16))
     engine.score(["The sky is"], [" blue"])[0].logprobs   # one log-prob per completion token
 
-Everything other packages need is exported here; nothing outside `rayflow/llm/` imports its submodules.
+Each result is a `Generation`/`Scored`, or a `PromptRejected` for a prompt the engine cannot serve (empty,
+too long for the context, token ids outside the vocabulary, refused by the server): one bad prompt never
+fails its batch.
+
+Modules: `types` (configs, results, the `Engine` protocol), `prompts` (tokenizer, prompt tokens, the
+refusal rule), `models` (model names -> paths), `tiny` (offline tiny models), `backends` (the registry
+`build_engine` and one module per backend: `hf`, `vllm`, `openai`). Everything other packages need is
+exported here; nothing outside `rayflow/llm/` imports its submodules.
 """
 
-from rayflow.llm.engine import (
+from rayflow.llm.backends import build_engine
+from rayflow.llm.models import resolve_model_path
+from rayflow.llm.prompts import completion_token_ids, load_tokenizer, prompt_token_ids, truncate_at_stop
+from rayflow.llm.types import (
     Completion,
     Engine,
     EngineConfig,
@@ -20,12 +30,6 @@ from rayflow.llm.engine import (
     SamplingParams,
     Scored,
     TokenLogprob,
-    build_engine,
-    completion_token_ids,
-    load_tokenizer,
-    prompt_token_ids,
-    resolve_model_path,
-    truncate_at_stop,
 )
 
 # The tiny-model builder imports torch and transformers: loaded on first use, so pure modules that only need

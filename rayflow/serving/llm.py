@@ -26,11 +26,12 @@ from ray import serve
 from ray.exceptions import RayError
 
 from rayflow.config import Config
-from rayflow.eval.safety.llm import Generate, Rejected, generate_one, rejection_errors
+from rayflow.eval.safety.llm import Generate
 from rayflow.llm import (
     EngineConfig,
     Generation,
     Prompt,
+    PromptRejected,
     SamplingParams,
     build_engine,
     prompt_token_ids,
@@ -58,8 +59,8 @@ class LLMServerConfig(Config):
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 class LLMServer:
-    def __init__(self, config: LLMServerConfig | dict):
-        self.config = config if isinstance(config, LLMServerConfig) else LLMServerConfig(**config)
+    def __init__(self, config: LLMServerConfig):
+        self.config = config
         self.model_name = self.config.model_name
         # vLLM's engine client is not thread-safe: every engine call runs on this one thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -72,7 +73,7 @@ class LLMServer:
         """Complete one prompt; concurrent calls share engine batches. `stream` also cuts the text into
         per-token pieces for server-sent events."""
         out = await self._batch(prompt, params)
-        if isinstance(out, Rejected):
+        if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the prompt field
             return Completed(generation=None, error=out.reason)
         prompt_tokens = len(prompt_token_ids(self.tokenizer, prompt)) if self.tokenizer is not None else None
         pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
@@ -81,25 +82,19 @@ class LLMServer:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _batch(
         self, prompts: list[Prompt], params: list[SamplingParams]
-    ) -> list[Generation | Rejected]:
+    ) -> list[Generation | PromptRejected]:
         self.batch_sizes[len(prompts)] += 1
         groups: dict[SamplingParams, list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault(p, []).append(i)
-        out: list[Generation | Rejected | None] = [None] * len(prompts)
+        # A prompt the engine refuses comes back as its own PromptRejected; its batch-mates are served.
+        out: list[Generation | PromptRejected | None] = [None] * len(prompts)
         loop = asyncio.get_running_loop()
         for p, indices in groups.items():
             batch = [prompts[i] for i in indices]
-            for i, gen in zip(indices, await loop.run_in_executor(self._thread, self._generate, batch, p)):
+            for i, gen in zip(indices, await loop.run_in_executor(self._thread, self.engine.generate, batch, p)):
                 out[i] = gen
         return out
-
-    def _generate(self, prompts: list[Prompt], params: SamplingParams) -> list[Generation | Rejected]:
-        try:
-            return self.engine.generate(prompts, params)
-        except rejection_errors():
-            # One prompt the engine refuses (e.g. longer than the context) must not fail its batch-mates.
-            return [generate_one(self.engine, p, params) for p in prompts]
 
     def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """Change batching on the live replica (max_batch_size=1: one request per engine call)."""
@@ -180,8 +175,8 @@ async def health_reply(handle, body: dict) -> dict | JSONResponse:
 def from_deployment(handle) -> Generate:
     """The judges' `Generate` over an `LLMServer` handle: each prompt is its own call, batched by the server."""
 
-    async def generate(prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation | Rejected]:
+    async def generate(prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation | PromptRejected]:
         done = await asyncio.gather(*(handle.complete.remote(p, params) for p in prompts))
-        return [Rejected(d.error) if d.error is not None else d.generation for d in done]
+        return [PromptRejected(d.error) if d.error is not None else d.generation for d in done]
 
     return generate

@@ -4,7 +4,6 @@ import asyncio
 
 import pytest
 
-from rayflow.eval.safety.llm import Rejected
 from rayflow.eval.safety.metaeval import (
     MetaEvalConfig,
     MetaEvalItem,
@@ -14,7 +13,7 @@ from rayflow.eval.safety.metaeval import (
     parse_verdict,
     sample_scores,
 )
-from rayflow.llm import Generation
+from rayflow.llm import Generation, PromptRejected
 
 
 @pytest.mark.parametrize(
@@ -80,7 +79,7 @@ def scripted(prompts, params):
             critique = text.split("Critique:\n", 1)[1]
             out.append(Generation("\n".join(s.strip() for s in critique.split(".") if s.strip()), [], "stop"))
         elif "too long" in text:
-            out.append(Rejected("prompt too long"))
+            out.append(PromptRejected("prompt too long"))
         else:
             claim = text.rsplit("Claim: ", 1)[1]
             out.append(

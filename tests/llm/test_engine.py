@@ -1,16 +1,33 @@
-"""The engine interface's own logic: config checks, prompt tokenisation, errors. No model backend needed."""
+"""The engine layer's own logic: config checks, the backend registry, prompt tokenisation, the refusal rule
+every backend applies, errors. No model backend needed."""
 
 import sys
+import typing
 
 import pytest
 
 from rayflow.llm import EngineConfig, EngineError, SamplingParams, build_engine
-from rayflow.llm.engine import completion_token_ids, prompt_token_ids, resolve_model_path, truncate_at_stop
+from rayflow.llm.backends import BACKENDS
+from rayflow.llm.models import resolve_model_path
+from rayflow.llm.prompts import (
+    completion_token_ids,
+    generation_refusal,
+    new_token_budget,
+    prompt_token_ids,
+    scoring_refusal,
+    truncate_at_stop,
+)
 
 
 def test_openai_backend_requires_base_url():
     with pytest.raises(ValueError, match="base_url"):
         EngineConfig(backend="openai", model="m")
+
+
+def test_every_backend_name_is_registered():
+    assert set(BACKENDS) == set(typing.get_args(EngineConfig.model_fields["backend"].annotation))
+    with pytest.raises(TypeError, match="EngineConfig"):
+        build_engine({"backend": "hf"})  # typed configs only: no dict re-parsing
 
 
 def test_sampling_params_reject_bad_values():
@@ -45,6 +62,22 @@ def test_truncate_at_stop_uses_earliest():
     assert truncate_at_stop("abc", []) == ("abc", False)
 
 
+def test_refusal_rule():
+    # generation: the prompt must leave room for one new token; max_tokens is capped to what is left
+    assert generation_refusal([1, 2, 3], context=4, vocab_size=10) is None
+    assert "no room" in generation_refusal([1, 2, 3, 4], context=4, vocab_size=10)
+    assert new_token_budget(3, 16, context=4) == 1 and new_token_budget(3, 16, context=None) == 16
+    assert generation_refusal([], context=None, vocab_size=None) == "the prompt is empty"
+    assert "-1 is negative" in generation_refusal([5, -1], context=None, vocab_size=None)
+    assert "10 is outside the vocabulary" in generation_refusal([10], context=None, vocab_size=10)
+    # scoring: prompt + completion must leave one position free; completion ids are checked too
+    assert scoring_refusal([1, 2], [3], context=4, vocab_size=10) is None
+    assert "3 tokens" in scoring_refusal([1, 2], [3], context=3, vocab_size=10)
+    assert "empty" in scoring_refusal([], [3], context=None, vocab_size=None)
+    assert "outside the vocabulary" in scoring_refusal([1], [12], context=None, vocab_size=10)
+    assert scoring_refusal([1], [], context=None, vocab_size=None) is None  # an empty completion scores []
+
+
 def test_prompt_forms(tiny_model):
     from transformers import AutoTokenizer
 
@@ -52,6 +85,7 @@ def test_prompt_forms(tiny_model):
     ids = prompt_token_ids(tok, "hello world")
     assert ids == tok("hello world", add_special_tokens=False)["input_ids"]
     assert prompt_token_ids(tok, ids) == ids
+    assert prompt_token_ids(tok, "") == prompt_token_ids(tok, []) == []  # empty: rejected by the engine
     chat = prompt_token_ids(tok, [{"role": "user", "content": "hello world"}])
     rendered = tok.decode(chat)
     assert "hello world" in rendered and rendered.endswith("assistant\n")

@@ -1,18 +1,22 @@
-"""The hf backend on a real tiny Llama: generation, log-probs, scoring, padding invariance."""
+"""The hf backend on a real tiny Llama: generation, log-probs, scoring, padding invariance, refused prompts."""
 
 import math
 
 import pytest
 
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
+from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
 
 CHAT = [{"role": "user", "content": "Tell me about bread."}]
+CONTEXT = 128
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    # batch_size 2 forces several micro-batches and mixed padding in the tests below.
-    return build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", batch_size=2))
+    # batch_size 2 forces several micro-batches and mixed padding in the tests below; a short context makes
+    # over-long prompts cheap.
+    return build_engine(
+        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", batch_size=2, max_model_len=CONTEXT)
+    )
 
 
 def test_greedy_is_reproducible_and_batch_invariant(engine):
@@ -69,10 +73,34 @@ def test_stop_strings_cut_the_text(engine):
     assert free.startswith(cut.text)
 
 
-def test_errors_name_the_row(engine):
-    with pytest.raises(ValueError, match="prompt 1"):
-        engine.score(["ok", ""], [" a", " b"])
+def test_refused_prompts_fail_alone(engine):
+    words = engine.tokenizer("word " * 300, add_special_tokens=False)["input_ids"]
+    vocab = engine.vocab_size
+    # over the context, empty, out-of-vocabulary and negative ids in the middle of a batch
+    bad = {1: "word " * 300, 3: "", 4: [5, vocab], 5: [-1, 5]}
+    reasons = {1: "context", 3: "empty", 4: "vocabulary", 5: "negative"}
+    near_end = words[: CONTEXT - 3]  # three positions left: generation stops there
+    prompts = ["The cat", bad[1], CHAT, bad[3], bad[4], bad[5], near_end, "Hi"]
+    params = SamplingParams(max_tokens=12)
+    batched = engine.generate(prompts, params)
+    assert batched == [engine.generate([p], params)[0] for p in prompts]  # the good ones: as if alone
+    assert {i for i, g in enumerate(batched) if isinstance(g, PromptRejected)} == set(bad)
+    assert all(reasons[i] in batched[i].reason for i in bad)
+    capped = batched[6]
+    assert len(capped.token_ids) <= 3 and (capped.finish_reason == "length" or len(capped.token_ids) < 3)
+
+    completions = [" sat", " x", "Bread is baked.", " y", " z", " w", " a", [vocab]]
+    scored = engine.score(prompts, completions)
+    alone = [engine.score([p], [c])[0] for p, c in zip(prompts, completions)]
+    assert {i for i, s in enumerate(scored) if isinstance(s, PromptRejected)} == {*bad, 7}
+    assert scored[7] == alone[7] and "vocabulary" in scored[7].reason  # a bad completion id
+    for i in (0, 2, 6):
+        assert scored[i].token_ids == alone[i].token_ids
+        assert scored[i].logprobs == pytest.approx(alone[i].logprobs, abs=1e-5)
+
+
+def test_mistakes_in_the_call_raise(engine):
     with pytest.raises(ValueError, match="2 prompts but 1"):
         engine.score(["a", "b"], [" c"])
-    with pytest.raises(ValueError, match="row 0"):
-        engine.score(["word " * 600], [" end"])
+    with pytest.raises(TypeError, match="prompt"):
+        engine.generate(["ok", 42])

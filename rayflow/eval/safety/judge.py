@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rayflow.config import Config
 from rayflow.eval.safety.judgement import Judgement
-from rayflow.eval.safety.llm import Generate, Rejected, from_engine
+from rayflow.eval.safety.llm import Generate, from_engine
 from rayflow.eval.safety.protocols import SCHEMES, build_prompt, get_protocol, llamaguard
-from rayflow.llm import Engine, Generation, SamplingParams
+from rayflow.llm import Engine, Generation, PromptRejected, SamplingParams
 
 Scheme = Literal["safetyj", "shieldlm", "llamaguard", "wildguard"]
 assert set(SCHEMES) == set(Scheme.__args__)  # the request schema lists every protocol
@@ -98,7 +98,7 @@ async def judge(
     groups: dict[SamplingParams, list[int]] = {}
     for i, request in enumerate(requests):
         groups.setdefault(sampling_for(request, config), []).append(i)
-    outputs: list[Generation | Rejected | None] = [None] * len(requests)
+    outputs: list[Generation | PromptRejected | None] = [None] * len(requests)
 
     async def run(params: SamplingParams, indices: list[int]) -> None:
         prompts = [_prompt(requests[i], config) for i in indices]
@@ -122,7 +122,7 @@ def _prompt(request: JudgeRequest, config: JudgeConfig):
 
 
 def _result(
-    request: JudgeRequest, out: Generation | Rejected, judge_model: str, latency_ms: float
+    request: JudgeRequest, out: Generation | PromptRejected, judge_model: str, latency_ms: float
 ) -> JudgeResult:
     protocol = get_protocol(request.scheme)
     common = {
@@ -131,7 +131,7 @@ def _result(
         "prompt_version": protocol.version,
         "latency_ms": latency_ms,
     }
-    if isinstance(out, Rejected):
+    if isinstance(out, PromptRejected):
         return JudgeResult(label="unknown", categories=[], critique="", raw_output="", parse_ok=False,
                            error=out.reason, **common)  # fmt: skip
     parsed: Judgement = protocol.parse(out.text, request.lang)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayflow.config import Config
-from rayflow.eval.safety.llm import Generate, Rejected, from_engine
-from rayflow.llm import Engine, Message, SamplingParams
+from rayflow.eval.safety.llm import Generate, from_engine
+from rayflow.llm import Engine, Message, PromptRejected, SamplingParams
 
 PROMPT_VERSION = "metaeval/v1"
 ANSWER_START, ANSWER_END = "<Answer Start>", "<Answer End>"
@@ -196,7 +196,7 @@ async def meta_evaluate(
         [extraction_prompt(items[i].hypothesis_critique, items[i].lang) for i in to_extract], extract
     )
     for i, out in zip(to_extract, extracted):
-        if isinstance(out, Rejected):
+        if isinstance(out, PromptRejected):
             errors[i] = f"AIU extraction: {out.reason}"
         else:
             hyp[i] = parse_aius(out.text)
@@ -212,7 +212,7 @@ async def meta_evaluate(
     verdicts: dict[tuple[int, str], list[bool | None]] = {}
     for (i, kind), out in zip(slots, await generate(prompts, verdict) if prompts else []):
         verdicts.setdefault((i, kind), []).append(
-            None if isinstance(out, Rejected) else parse_verdict(out.text)
+            None if isinstance(out, PromptRejected) else parse_verdict(out.text)
         )
 
     results = []

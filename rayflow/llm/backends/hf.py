@@ -2,29 +2,37 @@
 
 Slower than vLLM for generation but starts in a second, so tests and small jobs use it. Generation pads on
 the left; scoring pads on the right and reads log-probs in fp32 from the positions of the completion only.
+Prompts the model cannot serve are answered with `PromptRejected` before any forward pass (the rule is in
+`rayflow.llm.prompts`), so the batches the model sees hold only good prompts.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from rayflow.llm.engine import (
+from rayflow.llm.models import resolve_model_path
+from rayflow.llm.prompts import (
+    check_pairs,
+    completion_token_ids,
+    generation_refusal,
+    load_tokenizer,
+    new_token_budget,
+    prompt_token_ids,
+    scoring_refusal,
+    truncate_at_stop,
+)
+from rayflow.llm.types import (
     Completion,
     EngineConfig,
     EngineError,
     Generation,
     Prompt,
+    PromptRejected,
     SamplingParams,
     Scored,
     TokenLogprob,
-    check_pairs,
-    completion_token_ids,
-    load_tokenizer,
-    prompt_token_ids,
-    resolve_model_path,
-    truncate_at_stop,
 )
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -51,45 +59,55 @@ class HFEngine:
             raise EngineError(f"cannot load model {source!r}: {err}") from err
         self.model.to(self.device).eval()
         self.max_len = config.max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+        self.vocab_size = self.model.get_input_embeddings().num_embeddings
         torch.manual_seed(config.seed)
 
     # -- generate --------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Generation]:
-        """Continue each prompt; returns one `Generation` per prompt, in order."""
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Generation | PromptRejected]:
+        """Continue each prompt; returns, per prompt and in order, a `Generation` or a `PromptRejected`.
+
+        Prompts go to the model `batch_size` at a time, grouped by their new-token budget (`max_tokens`, or
+        less for a prompt near the end of the context).
+        """
         params = params or SamplingParams()
         if params.temperature > 0:
             torch.manual_seed(self.config.seed if params.seed is None else params.seed)
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        out: list[Generation] = []
+        out: list[Generation | PromptRejected | None] = [None] * len(ids)
+        by_budget: dict[int, list[int]] = {}
+        for i, x in enumerate(ids):
+            reason = generation_refusal(x, self.max_len, self.vocab_size)
+            if reason is not None:
+                out[i] = PromptRejected(reason)
+            else:
+                by_budget.setdefault(new_token_budget(len(x), params.max_tokens, self.max_len), []).append(i)
         bs = self.config.batch_size
-        for start in range(0, len(ids), bs):
-            out.extend(self._generate_batch(ids[start : start + bs], params, first_row=start))
+        for budget, rows in by_budget.items():
+            capped = params if budget == params.max_tokens else params.model_copy(update={"max_tokens": budget})
+            for start in range(0, len(rows), bs):
+                batch = rows[start : start + bs]
+                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], capped)):
+                    out[i] = gen
         return out
 
-    def _generate_batch(self, batch: list[list[int]], params: SamplingParams, first_row: int) -> list[Generation]:
+    def _generate_batch(self, batch: list[list[int]], params: SamplingParams) -> list[Generation]:
         pad = self.tokenizer.pad_token_id
         width = max(len(x) for x in batch)
-        for i, x in enumerate(batch):
-            if not x:
-                raise ValueError(f"prompt {first_row + i} is empty")
-            if self.max_len and len(x) + params.max_tokens > self.max_len:
-                raise ValueError(
-                    f"prompt {first_row + i} has {len(x)} tokens; with max_tokens={params.max_tokens} it exceeds "
-                    f"the context length {self.max_len}"
-                )
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
         sample = params.temperature > 0
-        gen_kwargs = dict(
-            max_new_tokens=params.max_tokens,
-            do_sample=sample,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=pad,
-            return_dict_in_generate=True,
-            output_logits=params.logprobs is not None,
-        )
+        gen_kwargs = {
+            "max_new_tokens": params.max_tokens,
+            "do_sample": sample,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "pad_token_id": pad,
+            "return_dict_in_generate": True,
+            "output_logits": params.logprobs is not None,
+        }
         if sample:
             gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
@@ -127,24 +145,24 @@ class HFEngine:
     # -- score -----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored]:
-        """Per-token log-probs (nats, fp32) of each completion given its prompt; see `rayflow.llm.engine`."""
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
+        """Per-token log-probs (nats, fp32) of each completion given its prompt, or a `PromptRejected` per pair
+        the model cannot score; see `rayflow.llm.types` for the token boundary."""
         check_pairs(prompts, completions)
-        pairs = []
+        out: list[Scored | PromptRejected | None] = [None] * len(prompts)
+        todo: list[tuple[int, list[int], list[int]]] = []
         for i, (p, c) in enumerate(zip(prompts, completions)):
             p_ids, c_ids = prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c)
-            if not p_ids:
-                raise ValueError(f"prompt {i} is empty: the first completion token would have no context")
-            if self.max_len and len(p_ids) + len(c_ids) > self.max_len:
-                raise ValueError(
-                    f"row {i}: prompt + completion is {len(p_ids) + len(c_ids)} tokens, over the context "
-                    f"length {self.max_len}"
-                )
-            pairs.append((p_ids, c_ids))
-        out: list[Scored] = []
+            reason = scoring_refusal(p_ids, c_ids, self.max_len, self.vocab_size)
+            if reason is not None:
+                out[i] = PromptRejected(reason)
+            else:
+                todo.append((i, p_ids, c_ids))
         bs = self.config.batch_size
-        for start in range(0, len(pairs), bs):
-            out.extend(self._score_batch(pairs[start : start + bs]))
+        for start in range(0, len(todo), bs):
+            batch = todo[start : start + bs]
+            for (i, _, _), scored in zip(batch, self._score_batch([(p, c) for _, p, c in batch])):
+                out[i] = scored
         return out
 
     def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[Scored]:

@@ -6,28 +6,38 @@ batch run concurrently (`max_concurrency`). `Generation.token_ids` is empty: the
 Scoring needs prompt log-probs, which chat endpoints never return. vLLM's `/v1/completions` does with
 `echo=True, logprobs=0`; this backend sends `prompt_ids + completion_ids` as a token-id prompt so the
 boundary is exact, which needs the model's tokenizer locally (`engine.tokenizer`, or a local `engine.model`).
+
+Refusals: an empty prompt, or a scoring pair over `engine.max_model_len` (when set), is rejected here; every
+other check is the server's, and a request it answers with HTTP 400 becomes a `PromptRejected` for that
+prompt alone (vLLM's server follows the rule in `rayflow.llm.prompts`: it refuses prompts that leave no room
+in the context and caps max_tokens to what is left). Other HTTP errors (auth, unknown model, server
+failures) raise.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
-from rayflow.llm.engine import (
+from rayflow.llm.backends import missing_backend
+from rayflow.llm.prompts import (
+    check_pairs,
+    completion_token_ids,
+    load_tokenizer,
+    prompt_token_ids,
+    scoring_refusal,
+)
+from rayflow.llm.types import (
     Completion,
     EngineConfig,
     EngineError,
     Generation,
     Prompt,
+    PromptRejected,
     SamplingParams,
     Scored,
     TokenLogprob,
-    check_pairs,
-    completion_token_ids,
-    load_tokenizer,
-    missing_backend,
-    prompt_token_ids,
 )
 
 
@@ -61,20 +71,33 @@ class OpenAIEngine:
         with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
             return list(pool.map(fn, items))
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams | None = None) -> list[Generation]:
-        """Continue each prompt; returns one `Generation` per prompt, in order."""
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Generation | PromptRejected]:
+        """Continue each prompt; returns, per prompt and in order, a `Generation` or a `PromptRejected`."""
         params = params or SamplingParams()
+        for p in prompts:
+            if not isinstance(p, (str, list)):
+                raise TypeError(f"a prompt is a str or a list (messages or token ids), not {type(p).__name__}")
         return self._map(lambda p: self._generate_one(p, params), prompts)
 
-    def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Generation:
-        common = dict(
-            model=self.model_name,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=list(params.stop) or None,
-            seed=params.seed if params.seed is not None else self.config.seed,
-        )
+    def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Generation | PromptRejected:
+        if not prompt:
+            return PromptRejected("the prompt is empty")
+        try:
+            return self._request_generation(prompt, params)
+        except self._openai.BadRequestError as err:
+            return _refused(err)
+
+    def _request_generation(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        common = {
+            "model": self.model_name,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+            "stop": list(params.stop) or None,
+            "seed": params.seed if params.seed is not None else self.config.seed,
+        }
         is_chat = isinstance(prompt, list) and prompt and isinstance(prompt[0], dict)
         if is_chat:
             if params.logprobs is not None:
@@ -108,8 +131,9 @@ class OpenAIEngine:
             _drop_eos(token_lps, choice.text, choice.finish_reason),
         )
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored]:
-        """Per-token log-probs of each completion via `/v1/completions` with echo (vLLM servers)."""
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
+        """Per-token log-probs of each completion via `/v1/completions` with echo (vLLM servers), or a
+        `PromptRejected` per pair refused here or by the server."""
         if not self.config.echo_logprobs:
             raise EngineError(
                 "the openai backend cannot score with this server: chat endpoints return no prompt log-probs. "
@@ -121,22 +145,20 @@ class OpenAIEngine:
             (prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c))
             for p, c in zip(prompts, completions)
         ]
-        for i, (p, _) in enumerate(pairs):
-            if not p:
-                raise ValueError(f"prompt {i} is empty: the first completion token would have no context")
         return self._map(self._score_one, pairs)
 
-    def _score_one(self, pair: tuple[list[int], list[int]]) -> Scored:
+    def _score_one(self, pair: tuple[list[int], list[int]]) -> Scored | PromptRejected:
         p, c = pair
+        reason = scoring_refusal(p, c, self.config.max_model_len, None)
+        if reason is not None:
+            return PromptRejected(reason)
         try:
             choice = self.client.completions.create(
                 model=self.model_name, prompt=p + c, echo=True, logprobs=0, max_tokens=1, temperature=0.0
             ).choices[0]
         except self._openai.BadRequestError as err:
-            raise EngineError(
-                f"the server at {self.config.base_url} refused an echo+logprobs completion, so it cannot score "
-                f"(set engine.echo_logprobs=false to say so up front): {err}"
-            ) from err
+            # Also what a server that cannot echo prompt log-probs answers: then every pair says so.
+            return _refused(err)
         values = (choice.logprobs.token_logprobs if choice.logprobs else None) or []
         if len(values) < len(p) + len(c):
             raise EngineError(
@@ -151,6 +173,11 @@ class OpenAIEngine:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _refused(err) -> PromptRejected:
+    """An HTTP 400 for one prompt: the server refused that prompt, in its own words."""
+    return PromptRejected(f"the server refused the prompt (HTTP 400): {err.message}")
 
 
 def _drop_eos(

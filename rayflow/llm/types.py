@@ -1,0 +1,145 @@
+"""The engine layer's types: what an engine is asked (`EngineConfig`, `SamplingParams`, `Prompt`) and what it
+answers (`Generation`, `Scored`, `PromptRejected`), and the `Engine` protocol every backend implements.
+
+An `Engine` does two things, in batches:
+
+* `generate(prompts, params)` — continue each prompt. A prompt is a raw string, a list of chat messages
+  (`[{"role": "user", "content": "..."}]`, rendered with the model's chat template and a generation prompt),
+  or a list of token ids. Returns, per prompt and in order, a `Generation` or a `PromptRejected`.
+* `score(prompts, completions)` — per-token log-probs of each completion given its prompt. The token
+  boundary is exact and the same on every backend: the prompt is tokenised on its own (chat template +
+  generation prompt for messages, no special tokens added for strings), the completion is tokenised on its
+  own without special tokens, and the model reads `prompt_ids + completion_ids`. `Scored.logprobs[i]` is
+  log p(completion_ids[i] | prompt_ids, completion_ids[:i]) in nats, computed in fp32 where the backend
+  allows. Pass token ids instead of strings to control tokenisation yourself (e.g. to append EOS).
+  Returns, per pair and in order, a `Scored` or a `PromptRejected`.
+
+A prompt the engine cannot serve costs only itself: every backend answers it with a `PromptRejected` and
+serves the rest of the batch (the rule is in `rayflow.llm.prompts`). Mistakes in the call itself (a prompt
+of the wrong type, prompts and completions of different lengths) still raise.
+
+Nothing here imports torch, transformers or Ray: pure modules (parsers, protocols) import these types cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import Field, model_validator
+
+from rayflow.config import Config
+
+Message = dict[str, str]
+Prompt = str | list[Message] | list[int]
+"""A raw prompt string, a chat conversation, or prompt token ids."""
+Completion = str | list[int]
+
+
+class EngineError(RuntimeError):
+    """An engine could not be built or cannot do what was asked; the message says what to change."""
+
+
+class SamplingParams(Config):
+    """How to decode. temperature 0 means greedy (deterministic)."""
+
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(64, ge=1, description="new tokens per prompt")
+    stop: tuple[str, ...] = Field((), description="strings that end generation; not included in the text")
+    seed: int | None = Field(None, description="sampling seed (temperature > 0); None = engine seed")
+    logprobs: int | None = Field(None, ge=0, le=20, description="top-k log-probs per generated token")
+
+
+class EngineConfig(Config):
+    """Which model, on which backend. `model` is a local path, a hub id, or `tiny:<size>` (built offline)."""
+
+    backend: Literal["vllm", "hf", "openai"] = "hf"
+    model: str = Field("tiny:tiny", description="local path, hub id, or tiny:<size>[@<train_steps>]")
+    tokenizer: str | None = Field(None, description="defaults to model")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = 0
+    max_model_len: int | None = Field(None, description="context length; None = the model's")
+    # hf
+    device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto")
+    batch_size: int = Field(16, ge=1, description="hf: prompts per forward batch")
+    # vllm
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="vllm: KV-cache fraction of GPU memory (of RAM on CPU); None = 0.9 GPU, 0.1 CPU"
+    )
+    enforce_eager: bool | None = Field(None, description="vllm: None = eager on CPU, graphs on GPU")
+    tensor_parallel_size: int = Field(1, ge=1)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vllm: extra vllm.LLM kwargs")
+    # openai
+    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: env var holding the key")
+    server_model: str | None = Field(None, description="openai: model name on the server; None = model")
+    echo_logprobs: bool = Field(
+        True, description="openai: server's /v1/completions returns prompt log-probs with echo (vLLM does)"
+    )
+    request_timeout_s: float = 120.0
+    max_concurrency: int = Field(8, ge=1, description="openai: requests in flight per batch")
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> EngineConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("engine.base_url is required for backend 'openai'")
+        return self
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its log-prob (nats, raw model distribution) and the top-k alternatives."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Log-probs of one completion. `logprobs` has one float per completion token (nats)."""
+
+    prompt_len: int
+    token_ids: list[int]
+    logprobs: list[float]
+
+    @property
+    def sum(self) -> float:
+        return float(sum(self.logprobs))
+
+
+@dataclass(frozen=True)
+class PromptRejected:
+    """The engine refused this one prompt (empty, too long for the context, token ids outside the vocabulary,
+    or refused by the model server); `reason` says why.
+
+    Returned in place of a `Generation`/`Scored` so one bad prompt never fails its batch.
+    """
+
+    reason: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every backend implements; build one with `rayflow.llm.build_engine`."""
+
+    config: EngineConfig
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[Generation | PromptRejected]: ...
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]: ...
+
+    def close(self) -> None: ...
