@@ -226,7 +226,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
 
 _HELP_WIDTH = 100
 _TYPE_COLUMN = 16  # wider types (long choice lists) push their row's default right instead of every row's
-_DESCRIPTION_COLUMN = 70  # the latest column the description may start beside the default
+_MIN_DESCRIPTION = 30  # columns a description beside its default gets at least
 _DEFAULT_OFF_NOTE = "off (null) by default; setting a key below turns it on with the defaults shown"
 
 
@@ -242,22 +242,27 @@ def config_help(cls: type[Config]) -> str:
     Layout, at most 100 columns wide: key, type and default are never broken, only the description
     wraps, its continuation lines indented to the description column. The key column is as wide as
     the longest key; the type column as the longest type of up to 16 characters (a longer type moves
-    its row's default right); the default column as the longest default that lets the description
-    start by column 70. A row whose default is longer puts its description on the lines below, at
-    the description column. When keys and types alone leave no such room (deeply nested configs),
-    every description goes on the lines below its key, indented 4. A default that does not fit on
-    its key's line at all goes on the next line, as ``= <default>`` indented 4, in 100-column pieces.
+    its row's default right). The description column is put where the table takes the fewest lines:
+    after the default column, leaving the description at least 30 columns (a row whose default
+    reaches past it puts its description on the lines below, at that column), or, for deeply nested
+    configs, on the lines below every key, indented 4. A default that does not fit on its key's line
+    at all goes on the next line, as ``= <default>`` indented 4, in pieces of up to 94 characters.
     """
-    rows = list(_help_rows(cls, default_data(cls), ""))
-    key_w = max(len("key"), *(len(r[0]) for r in rows))
-    type_w = max([len("type")] + [len(r[1]) for r in rows if len(r[1]) <= _TYPE_COLUMN])
-    fits = [len(r[2]) for r in rows if key_w + type_w + len(r[2]) + 6 <= _DESCRIPTION_COLUMN]
-    desc_col = key_w + type_w + max([len("default"), *fits]) + 6
-    if desc_col > _DESCRIPTION_COLUMN:
-        desc_col = 4
+    rows = [("key", "type", "default", "description"), *_help_rows(cls, default_data(cls), "")]
+    key_w = max(len(r[0]) for r in rows)
+    type_w = max(len(r[1]) for r in rows if len(r[1]) <= _TYPE_COLUMN)
+    # Candidate description columns: just after each row's default, at least after the header's "default";
+    # ties go to the leftmost (the widest descriptions).
+    first = key_w + type_w + len("default") + 6
+    beside = {max(first, key_w + type_w + len(r[2]) + 6) for r in rows}
+    columns = [col for col in sorted(beside) if col <= _HELP_WIDTH - _MIN_DESCRIPTION] + [4]
+    return "\n".join(min((_help_table(rows, key_w, type_w, col) for col in columns), key=len))
+
+
+def _help_table(rows: list[tuple[str, str, str, str]], key_w: int, type_w: int, desc_col: int) -> list[str]:
     wrap = textwrap.TextWrapper(width=_HELP_WIDTH - desc_col)
     lines = []
-    for key, type_name, default, description in [("key", "type", "default", "description"), *rows]:
+    for key, type_name, default, description in rows:
         head = f"{key:<{key_w}}  {type_name:<{type_w}}  {default}"
         if len(head) > _HELP_WIDTH:
             head = f"{key:<{key_w}}  {type_name}"
@@ -270,7 +275,7 @@ def config_help(cls: type[Config]) -> str:
         elif head:
             lines.append(head)
         lines += [" " * desc_col + piece for piece in pieces]
-    return "\n".join(lines)
+    return lines
 
 
 def _help_rows(cls: type[Config], data: dict[str, Any], prefix: str) -> Iterator[tuple[str, str, str, str]]:
