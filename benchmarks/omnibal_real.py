@@ -1,7 +1,7 @@
 """OmniBal data balancing, real: tiny-VLM training throughput on 2 gloo workers, ISF groups vs random batches.
 
 Both runs train the tiny VLM for one epoch of the same heavy-tailed synthetic image-text data with
-data-parallel DeepSpeed (ZeRO-1) on rayflow's shared Ray Train loop, 2 CPU workers, 4 micro-batches per
+data-parallel DeepSpeed (ZeRO-1) on rayflow's one training driver, 2 CPU workers, 4 micro-batches per
 optimizer step. Baseline: random batches of 4 samples padded to the longest. Candidate: ISF groups of about
 4 samples with searched budgets, dealt by cost. Groups hold different amounts of work, so the measure is
 samples per second over the epoch (the loop's token throughput over the epoch x samples per labelled
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
 
 def run(mode: str, samples: int, storage: str) -> dict:
@@ -35,7 +35,7 @@ def run(mode: str, samples: int, storage: str) -> dict:
     index, rows, _ = load_samples(cfg, tokenizer, cfg.vlm_config(tokenizer))
     plan = plan_run(cfg, index, cfg.vlm_config(tokenizer))
     result = train_vlm(cfg, plan, rows, tokenizer_dir, storage_path=storage, name=f"bench-{mode}")
-    final = result["metrics"]
+    final = result.metrics
     balance = plan.report["balance"]
     seconds = final["num_tokens"] / final["perf/tokens_per_s"]
     return {"label": mode, "value": balance["samples_used"] / seconds, "epoch_seconds": seconds,

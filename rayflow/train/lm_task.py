@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from rayflow.train.loop import TrainTask, eval_shard, shard_indices
+from rayflow.train.loop import LazyBatches, TrainTask, eval_shard, shard_indices
 
 
 class CausalLMTask(TrainTask):
@@ -38,17 +38,15 @@ class CausalLMTask(TrainTask):
     def make_batch(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> list[dict]:
+    def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> LazyBatches:
         shards = shard_indices(
             len(self.train_rows), epoch, rank, world_size, micro_batch_size, seed=self.seed
         )
-        return [self.make_batch([self.train_rows[i] for i in idx]) for idx in shards]
+        return LazyBatches(shards, lambda idx: self.make_batch([self.train_rows[i] for i in idx]))
 
-    def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> list[dict]:
-        return [
-            self.make_batch([self.eval_rows[i] for i in idx])
-            for idx in eval_shard(len(self.eval_rows), rank, world_size, micro_batch_size)
-        ]
+    def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> LazyBatches:
+        shards = eval_shard(len(self.eval_rows), rank, world_size, micro_batch_size)
+        return LazyBatches(shards, lambda idx: self.make_batch([self.eval_rows[i] for i in idx]))
 
 
 def place_tokens(values: list[list[float]], loss_mask: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -359,6 +359,22 @@ def eval_shard(n: int, rank: int, world_size: int, micro_batch_size: int) -> lis
     counts may differ by one batch across ranks (the loop evens that out)."""
     mine = list(range(rank, n, world_size))
     return [mine[i : i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
+
+
+class LazyBatches(Sequence):
+    """Micro-batches collated on access from groups of example indices: `train_batches` can return an epoch's
+    batches without holding them all in memory (the driver reads one step's at a time)."""
+
+    def __init__(self, groups: Sequence[Any], collate: Callable[[Any], Any]) -> None:
+        self.groups, self.collate = groups, collate
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyBatches(self.groups[i], self.collate)
+        return self.collate(self.groups[i])
 
 
 class MetricAccumulator:
@@ -677,7 +693,7 @@ class _Worker:
     def batches(self, epoch: int) -> Sequence[Any]:
         """This replica's micro-batches of `epoch`, checked to be equally many on every rank."""
         batches = self.task.train_batches(epoch, self.dp_rank, self.dp_world, self.cfg.micro_batch_size)
-        self.all_ranks_equal(len(batches), f"the number of micro-batches in epoch {epoch}")
+        check_equal_across_ranks(len(batches), f"the number of micro-batches in epoch {epoch}")
         return batches
 
     def maybe_report(self, acc: MetricAccumulator, seconds: float, steps_per_epoch: int) -> dict | None:
@@ -750,16 +766,20 @@ class _Worker:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
 
-    def all_ranks_equal(self, n: int, what: str) -> None:
-        import torch.distributed as dist
 
-        t = torch.tensor([n, -n], dtype=torch.long)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        if int(t[0]) != -int(t[1]):
-            raise RuntimeError(
-                f"ranks disagree on {what}: between {-int(t[1])} and {int(t[0])}; "
-                "TrainTask.train_batches must give every rank the same count"
-            )
+
+def check_equal_across_ranks(n: int, what: str) -> None:
+    """Collective: raise on every rank when ranks hold different `n` (a mismatch in per-rank batch counts would
+    otherwise surface as a collective hanging until its timeout, far from the cause)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([n, -n], dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if int(t[0]) != -int(t[1]):
+        raise RuntimeError(
+            f"ranks disagree on {what}: between {-int(t[1])} and {int(t[0])}; "
+            "TrainTask.train_batches must give every rank the same count"
+        )
 
 
 def _write_scalars(writer, metrics: dict[str, Any]) -> None:
@@ -830,12 +850,19 @@ def _prepare_model(model: torch.nn.Module, cfg: TrainLoopConfig) -> torch.nn.Mod
 def _export_hf(engine, task: TrainTask, cfg: TrainLoopConfig, out: Path, rank: int) -> None:
     """Collective: gather the full weights onto rank 0 and save an HF model directory there.
 
-    ZeRO-3 parameters are gathered one at a time, so no rank ever holds more than one full parameter beyond its
-    shard; rank 0 accumulates the state dict on CPU. The export dtype is the training dtype.
+    Under ZeRO 0-2 without LoRA rank 0 saves its own module directly. ZeRO-3 parameters are gathered one at a
+    time, so no rank ever holds more than one full parameter beyond its shard; rank 0 accumulates the state dict
+    on CPU. The export dtype is the training dtype.
     """
     import deepspeed
 
     module = engine.module
+    if cfg.lora is None and cfg.zero_stage < 3:
+        # Every rank holds the full weights: save them as they are, without a second copy in memory.
+        if rank == 0:
+            module.save_pretrained(out)
+            _save_tokenizer(task, out)
+        return
     state: dict[str, torch.Tensor] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         with deepspeed.zero.GatheredParameters([param], modifier_rank=None, enabled=cfg.zero_stage == 3):
@@ -848,15 +875,12 @@ def _export_hf(engine, task: TrainTask, cfg: TrainLoopConfig, out: Path, rank: i
     state.update(
         {k: b.detach().cpu() for k, b in module.named_buffers() if k in persistent and k not in state}
     )
-    if cfg.lora is not None or cfg.zero_stage == 3:
-        # The live module is sharded or wrapped: load the gathered weights into a fresh copy and save that.
-        target = _prepare_model(task.build_model(), cfg.model_copy(update={"gradient_checkpointing": False}))
-        target.load_state_dict(state)
-        if cfg.lora is not None:
-            target = target.merge_and_unload()
-        target.save_pretrained(out)
-    else:
-        module.save_pretrained(out, state_dict=state)
+    # The live module is sharded or wrapped: load the gathered weights into a fresh copy and save that.
+    target = _prepare_model(task.build_model(), cfg.model_copy(update={"gradient_checkpointing": False}))
+    target.load_state_dict(state)
+    if cfg.lora is not None:
+        target = target.merge_and_unload()
+    target.save_pretrained(out)
     _save_tokenizer(task, out)
 
 

@@ -1,4 +1,5 @@
-"""The shared loop's pure parts: DeepSpeed config, LR schedule, per-rank sharding, metric reduction."""
+"""The driver's pure parts: DeepSpeed config, LR schedule, per-rank sharding, lazy batches, metric reduction,
+curves."""
 
 import itertools
 
@@ -7,11 +8,13 @@ import torch
 
 from rayflow.config import ConfigError, load_config
 from rayflow.train.loop import (
+    LazyBatches,
     MetricAccumulator,
     TrainLoopConfig,
     deepspeed_config,
     eval_shard,
     lr_multiplier,
+    plot_curves,
     shard_indices,
 )
 
@@ -104,3 +107,24 @@ def test_lora_and_gradient_checkpointing_switches(tiny_model):
     assert model.base_model.model.is_gradient_checkpointing
     merged = model.merge_and_unload()
     assert not any("lora_" in n for n, _ in merged.named_parameters())
+
+
+def test_lazy_batches_collate_on_access_and_slice_lazily():
+    collated = []
+
+    def collate(group):
+        collated.append(group)
+        return sum(group)
+
+    batches = LazyBatches([[1, 2], [3], [4, 5, 6]], collate)
+    step = batches[1:3]
+    assert len(batches) == 3 and len(step) == 2 and collated == []  # nothing collated yet
+    assert list(step) == [3, 15] and collated == [[3], [4, 5, 6]]
+
+
+def test_curve_png_from_history(tmp_path):
+    history = [{"step": 1, "loss": 0.9}, {"step": 2, "loss": 0.7, "eval/loss": 0.8}, {"step": 3, "loss": 0.5}]
+    path = plot_curves(history, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_curves([{"step": 1, "lr": 0.1}], tmp_path / "none.png") is None  # nothing to draw
+    assert not (tmp_path / "none.png").exists()

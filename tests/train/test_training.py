@@ -1,5 +1,5 @@
-"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): shipped configs as smokes, learning,
-kill-and-resume with ZeRO-3 and the HF export."""
+"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): shipped configs as smokes, learning through
+the preference workflow (summary, curves), kill-and-resume with ZeRO-3 and the HF export, the job shells."""
 
 import json
 import math
@@ -16,11 +16,16 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rayflow.config import load_config
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
-from rayflow.llm import load_tokenizer
-from rayflow.llm import build_tiny_model, train_tokenizer
+from rayflow.llm import (
+    EngineConfig,
+    SamplingParams,
+    build_engine,
+    build_tiny_model,
+    load_tokenizer,
+    train_tokenizer,
+)
 from rayflow.train.loop import fit, shard_indices
-from rayflow.train.preference import PreferenceConfig, run_preference
+from rayflow.train.preference import PreferenceConfig, run, run_preference
 from rayflow.train.preference_data import load_splits
 from rayflow.train.sft import SFTConfig, SFTTask
 from tests.conftest import REPO
@@ -44,6 +49,24 @@ def preference_config(name: str, tmp_path: Path, pref_data, *overrides: str) -> 
     )
 
 
+def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} from the TFRecord event files in `directory` (length, crc, event, crc)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + n])
+            at += 12 + n + 4
+            for v in event.summary.value:
+                scalars.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return scalars
+
+
 @pytest.mark.slow
 def test_dpo_config_raises_held_out_reward_accuracy(ray_session, tiny_model, pref_data, tmp_path):
     """2 workers, ZeRO-2: the tiny model learns that "Sure." beats "No." on prompts it never saw."""
@@ -58,8 +81,17 @@ def test_dpo_config_raises_held_out_reward_accuracy(ray_session, tiny_model, pre
         "train.lr=1e-3",
     )
     assert cfg.train.num_workers == 2 and cfg.train.zero_stage == 2
-    stats = run_preference(cfg)
+    result = run(cfg)  # the workflow: run.json, summary.json and the run's artefacts
+    stats = result.summary
     out = Path(cfg.output_dir)
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(stats))
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
+    # Curves: TensorBoard events from rank 0 with every logged step, and the PNG.
+    scalars = tensorboard_scalars(Path(stats["tensorboard_dir"]))
+    assert [step for step, _ in scalars["loss"]] == list(range(1, 25))
+    assert [step for step, _ in scalars["eval/rewards/accuracies"]] == [6, 12, 18, 24]
+    assert scalars["eval/loss"][-1][1] == pytest.approx(stats["final_metrics"]["eval/loss"], rel=1e-5)
+    assert Path(stats["curve_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert stats["train_examples"] == 96 and stats["eval_examples"] == 32 and stats["errors"] == 4
     assert len((out / "errors" / "errors.jsonl").read_text().splitlines()) == 4
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
@@ -242,30 +274,32 @@ def test_dpo_variant_configs_train(ray_session, tiny_models, pref_data, tmp_path
     assert abs(first["train_stronger_reference"]["h"]) > 1e-2
 
 
-def test_jobs_have_help_and_name_bad_keys():
-    for job, key in (("train_preference", "dpo.loss_type"), ("train_sft", "train.zero_stage")):
-        proc = subprocess.run(
-            [sys.executable, f"jobs/{job}.py", "--help"],
-            cwd=REPO,
-            capture_output=True,
-            check=False,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0 and key in proc.stdout
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "jobs/train_preference.py",
-            "--config",
-            "configs/train_dpo.yaml",
-            "dpo.loss_type=ipo",
-            "dpo.label_smoothing=0.1",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
+def _job(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, check=False, text=True, timeout=120
     )
+
+
+def test_jobs_have_help_and_name_bad_keys_and_missing_inputs(tmp_path):
+    for job, key in (
+        ("train_preference", "dpo.loss_type"),
+        ("train_sft", "train.zero_stage"),
+        ("train_vlm", "pipeline_stages"),
+    ):
+        proc = _job(f"jobs/{job}.py", "--help")
+        assert proc.returncode == 0 and key in proc.stdout
+    proc = _job("jobs/train_preference.py", "--config", "configs/train_dpo.yaml", "dpo.loss_type=ipo",
+                "dpo.label_smoothing=0.1")  # fmt: skip
     assert proc.returncode == 2 and "label_smoothing" in proc.stderr and "Traceback" not in proc.stderr
+    # A missing input is one line naming the key, before Ray starts or any model is built.
+    missing = tmp_path / "nope.jsonl"
+    for args, key in (
+        (("jobs/train_sft.py", f"data.train={missing}"), "data.train"),
+        (("jobs/train_preference.py", "method=wspo", f"wspo.weak_sft_data={missing}"), "wspo.weak_sft_data"),
+        (("jobs/train_vlm.py", f"data.path={missing}"), "data.path"),
+        (("jobs/train_preference.py", f"model={tmp_path}/no-model"), "model"),
+    ):
+        proc = _job(*args, f"output_dir={tmp_path / 'out'}")
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {key}: "), proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

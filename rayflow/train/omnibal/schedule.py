@@ -3,8 +3,8 @@
 Every data-parallel rank builds the same :class:`EpochSchedule` from (seed, epoch) on its own, from the
 length index alone, and then reads only its own column: no Ray Data split, no communication, and the
 same number of steps on every rank by construction (Ray Data's ``streaming_split`` equalises rows, not
-batches, which is how ranks drift apart and collectives hang). :func:`check_equal_steps` verifies the
-count with one all-reduce when training starts.
+batches, which is how ranks drift apart and collectives hang). The training driver verifies the count
+with one all-reduce per epoch (:func:`rayflow.train.loop.check_equal_across_ranks`).
 
 A step gives each of the D ranks ``micro_per_step`` groups (pipeline micro-batches or gradient
 accumulation). With ``balance="isf"`` the groups come from ISF and are then dealt so that each step
@@ -36,7 +36,6 @@ __all__ = [
     "GroupWork",
     "RankIterator",
     "build_schedule",
-    "check_equal_steps",
 ]
 
 
@@ -211,19 +210,3 @@ class RankIterator:
     def state_dict(self) -> dict:
         """Where to resume: the epoch and the next step not yet run."""
         return {"epoch": self.schedule.epoch, "step": self.step}
-
-
-def check_equal_steps(num_steps: int) -> None:
-    """All-reduce this rank's step count; raise on every rank if any two ranks disagree.
-
-    Call once per epoch before training: a mismatch would otherwise surface as a collective hanging until
-    its timeout, far from the cause.
-    """
-    import torch
-    import torch.distributed as dist
-
-    counts = torch.tensor([num_steps, -num_steps], dtype=torch.int64)
-    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
-    high, low = int(counts[0]), -int(counts[1])
-    if high != low:
-        raise RuntimeError(f"step counts differ across ranks: min {low}, max {high} (this rank: {num_steps})")

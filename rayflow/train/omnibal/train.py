@@ -20,6 +20,7 @@ restart count, TensorBoard curves and HF export.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from rayflow.config import Config
 from rayflow.runinfo import write_json
 from rayflow.train.loop import (
     FitResult,
+    LazyBatches,
     PipelineStrategy,
     PipelineTask,
     TrainLoopConfig,
@@ -293,26 +295,6 @@ def _largest_group(schedule: EpochSchedule) -> GroupWork:
     return GroupWork(*(np.array([a.max()]) for a in (w.tiles, w.tokens, w.run_tokens, w.sq_tokens)))
 
 
-class _Batches:
-    """A rank's micro-batches for an epoch, collated on access (a Sequence, as the shared loop expects)."""
-
-    def __init__(self, data: VLMData, groups: list[np.ndarray], packed: bool) -> None:
-        self.data, self.groups, self.packed = data, groups, packed
-
-    @classmethod
-    def of(cls, data: VLMData, schedule: EpochSchedule, rank: int) -> _Batches:
-        groups = [g for _, step_groups in RankIterator(schedule, rank) for g in step_groups]
-        return cls(data, groups, schedule.grouping.packed)
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int | slice) -> dict[str, torch.Tensor] | _Batches:
-        if isinstance(i, slice):
-            return _Batches(self.data, self.groups[i], self.packed)
-        return self.data.collate(self.groups[i], packed=self.packed)
-
-
 class OmniBalTask(PipelineTask):
     """The tiny VLM on balanced groups, for both strategies (a `PipelineTask` is also a plain `TrainTask`).
 
@@ -352,7 +334,7 @@ class OmniBalTask(PipelineTask):
             raise ValueError(f"the plan has no partition into {stages} stages")
         return build_pipeline(self._load()[0].cfg, self.plan.parts, self.plan.modes, data_parallel=data_parallel)
 
-    def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> _Batches:
+    def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> LazyBatches:
         data = self._load()[0]
         index = data.index()
         schedule = build_schedule(
@@ -364,12 +346,13 @@ class OmniBalTask(PipelineTask):
             epoch=epoch,
             cost=self.plan.profile.group_seconds,
         )
-        return _Batches.of(data, schedule, rank)
+        groups = [g for _, step_groups in RankIterator(schedule, rank) for g in step_groups]
+        return LazyBatches(groups, functools.partial(data.collate, packed=schedule.grouping.packed))
 
-    def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> _Batches:
+    def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> LazyBatches:
         data = self._load()[1]
         groups = eval_shard(len(data.samples), rank, world_size, self.cfg.samples_per_group)
-        return _Batches(data, [np.array(g) for g in groups], packed=self.plan.balance.balance == "isf")
+        return LazyBatches(groups, functools.partial(data.collate, packed=self.plan.balance.balance == "isf"))
 
     def compute_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         loss = model(**batch)

@@ -19,8 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rayflow.config import load_config
-from rayflow.train.loop import PipelineStrategy, TrainLoopConfig, fit
-from rayflow.train.omnibal.schedule import check_equal_steps
+from rayflow.train.loop import PipelineStrategy, check_equal_across_ranks, fit
 from rayflow.train.omnibal.train import (
     OmniBalTask,
     TrainVLMConfig,
@@ -39,7 +38,7 @@ def _count_worker(rank: int, port: int, counts: list[int], results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=len(counts))
     try:
-        check_equal_steps(counts[rank])
+        check_equal_across_ranks(counts[rank], "the number of micro-batches in epoch 0")
         results.put((rank, "ok"))
     except RuntimeError as err:
         results.put((rank, str(err)))
@@ -56,7 +55,8 @@ def test_step_count_all_reduce_catches_a_mismatch_on_every_rank(counts):
     if counts[0] == counts[1]:
         assert out == {0: "ok", 1: "ok"}
     else:
-        assert all("step counts differ" in msg and "min 6, max 7" in msg for msg in out.values())
+        assert all("ranks disagree on the number of micro-batches" in msg and "between 6 and 7" in msg
+                   for msg in out.values())  # fmt: skip
 
 
 class CrashOnce(OmniBalTask):
