@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
-from rayflow.llm import EngineConfig, SamplingParams, build_engine  # noqa: E402
+from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
 
 
 def measure(engine, prompts, params, repeats: int) -> dict:
@@ -24,6 +24,9 @@ def measure(engine, prompts, params, repeats: int) -> dict:
         start = time.perf_counter()
         gens = engine.generate(prompts, params)
         seconds += time.perf_counter() - start
+        refused = [g.reason for g in gens if isinstance(g, PromptRejected)]
+        if refused:  # a refused prompt costs no time: the figure would be wrong
+            raise RuntimeError(f"the engine refused {len(refused)} prompts, e.g. {refused[0]}")
         tokens += sum(len(g.token_ids) for g in gens)
     return {"value": tokens / seconds, "tokens": tokens, "seconds": round(seconds, 3)}
 
@@ -37,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     prompts = [[{"role": "user", "content": f"Write a line about topic number {i}."}] for i in range(args.prompts)]
     params = SamplingParams(max_tokens=args.max_tokens)
-    common = dict(model=args.model, dtype="float32", max_model_len=512)
+    common = {"model": args.model, "dtype": "float32", "max_model_len": 512}
 
     hf = build_engine(EngineConfig(backend="hf", batch_size=args.prompts, **common))
     baseline = {"label": "hf", **measure(hf, prompts, params, args.repeats)}

@@ -1,4 +1,5 @@
-"""The openai backend against a real OpenAI-compatible server: vLLM's own, started here on 127.0.0.1."""
+"""The openai backend against a real OpenAI-compatible server: vLLM's own, started here on 127.0.0.1.
+Outputs are checked against a local hf engine; prompts the server refuses (HTTP 400) fail alone."""
 
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from rayflow.llm import EngineConfig, EngineError, SamplingParams, build_engine
+from rayflow.llm import EngineConfig, EngineError, PromptRejected, SamplingParams, build_engine
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -83,6 +84,19 @@ def test_score_via_echo_matches_hf(engines):
     for a, b in zip(remote.score(prompts, completions), local.score(prompts, completions)):
         assert a.token_ids == b.token_ids and a.prompt_len == b.prompt_len
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+
+
+def test_refused_prompts_fail_alone(engines):
+    remote, local = engines
+    over = "word " * 600  # over the server's 512-token context: it answers HTTP 400
+    params = SamplingParams(max_tokens=6)
+    out = remote.generate([CHAT, over, "", "The river"], params)
+    assert isinstance(out[1], PromptRejected) and "HTTP 400" in out[1].reason
+    assert out[2] == PromptRejected("the prompt is empty")
+    assert [out[0].text, out[3].text] == [g.text for g in local.generate([CHAT, "The river"], params)]
+    scored = remote.score(["The river", over], [" flows", " on"])
+    assert isinstance(scored[1], PromptRejected) and "HTTP 400" in scored[1].reason
+    assert scored[0].logprobs == pytest.approx(local.score(["The river"], [" flows"])[0].logprobs, abs=1e-3)
 
 
 def test_servers_without_prompt_logprobs_say_so(server, tiny_model):

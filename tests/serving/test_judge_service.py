@@ -115,9 +115,12 @@ def test_judgement_is_the_model_output_parsed(http, local, body):
 
 def test_batch_keeps_order_and_matches_single_requests(http):
     items = [dict(r, id=f"item-{i}") for i, r in enumerate(REQUESTS * 2)]
+    items[4]["query"] = "word " * 1500  # over the judge model's context: refused alone
     reply = http.post("/v1/judge/safety", json={"items": items}, headers=AUTH)
     results = reply.json()["results"]
     assert [r["id"] for r in results] == [f"item-{i}" for i in range(len(items))]
+    assert "context" in results[4]["error"] and results[4]["label"] == "unknown"
+    assert all(r["error"] is None and r["raw_output"] for i, r in enumerate(results) if i != 4)
     single = http.post("/v1/judge/safety", json=items[2], headers=AUTH).json()
     assert results[2]["raw_output"] == results[6]["raw_output"] == single["raw_output"]
 
@@ -224,6 +227,9 @@ def test_openai_routes_with_the_official_client(service, local):
     )
     assert "".join(c.choices[0].text for c in streamed) == want.text
 
+    with pytest.raises(openai.BadRequestError, match="context") as refused:  # the engine's PromptRejected
+        client.completions.create(model="tiny", prompt="word " * 1500, max_tokens=4)
+    assert refused.value.param == "prompt"
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="gpt-4", messages=messages)
     with pytest.raises(openai.BadRequestError, match="n"):
