@@ -55,7 +55,10 @@ def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             for m in prompt
         ):
-            return None, "field 'prompt' must be a string or a non-empty list of {role, content} string messages"
+            return (
+                None,
+                "field 'prompt' must be a string or a non-empty list of {role, content} string messages",
+            )
         prompt = json.dumps(prompt, ensure_ascii=False)
     elif prompt is None:
         return None, "missing field 'prompt'"
@@ -128,7 +131,12 @@ def run(cfg: GenerateConfig) -> Result:
     out = Path(cfg.output_dir)
     with Workflow("generate", cfg, out) as wf:
         with wf.phase("generate"):
-            log.info("generating for %s with %s on %d engine actor(s)", cfg.input, cfg.engine.model, cfg.stage.actors)
+            log.info(
+                "generating for %s with %s on %d engine actor(s)",
+                cfg.input,
+                cfg.engine.model,
+                cfg.stage.actors,
+            )
             ds = ray.data.read_text(cfg.input).filter(lambda row: bool(row["text"].strip()))
             ds = engine_map(ds, [GenerateTask(cfg.engine, cfg.sampling)], cfg.stage).materialize()
         with wf.phase("write"):

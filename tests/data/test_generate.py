@@ -42,7 +42,12 @@ def test_parse_line_reasons():
 
 def test_engine_stage_keeps_every_row(tiny_model):
     stage = EngineStage(
-        [GenerateTask(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"), SamplingParams(max_tokens=4))]
+        [
+            GenerateTask(
+                EngineConfig(backend="hf", model=str(tiny_model), dtype="float32"),
+                SamplingParams(max_tokens=4),
+            )
+        ]
     )
     out = stage(pa.table({"text": GOOD + BAD})).to_pandas()
     assert len(out) == len(GOOD) + len(BAD)

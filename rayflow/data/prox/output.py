@@ -109,7 +109,9 @@ class Output:
         with self.fs.open_input_stream(job) as f:
             previous = json.loads(f.read())
         if previous != fingerprint:
-            changed = sorted(k for k in fingerprint.keys() | previous.keys() if fingerprint.get(k) != previous.get(k))
+            changed = sorted(
+                k for k in fingerprint.keys() | previous.keys() if fingerprint.get(k) != previous.get(k)
+            )
             raise OutputMismatchError(
                 f"{self.uri} holds output of a different job (changed: {', '.join(changed)}); "
                 "resume with the same config, or pass overwrite=true to start over"

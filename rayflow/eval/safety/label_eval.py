@@ -161,7 +161,9 @@ class JudgeTask:
 
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
             self._client = httpx.Client(
-                base_url=self.cfg.endpoint.rstrip("/"), headers=headers, timeout=self.cfg.engine.request_timeout_s
+                base_url=self.cfg.endpoint.rstrip("/"),
+                headers=headers,
+                timeout=self.cfg.engine.request_timeout_s,
             )
         body = {"items": [r.model_dump(exclude_none=True) for r in requests]}
         reply = self._client.post("/v1/judge/safety", json=body)

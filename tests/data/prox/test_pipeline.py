@@ -141,7 +141,9 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_p
     assert stats["documents_in"] == n_rows
 
     clean = ProxRefineConfig(
-        input=str(tmp_path / "corpus"), output_dir=str(tmp_path / "clean"), stage=StageConfig(cpus_per_actor=0.5)
+        input=str(tmp_path / "corpus"),
+        output_dir=str(tmp_path / "clean"),
+        stage=StageConfig(cpus_per_actor=0.5),
     )
     run(clean)
     resumed, uninterrupted = read_rows(killed_out / "data"), read_rows(tmp_path / "clean" / "data")
