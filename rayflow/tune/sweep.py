@@ -48,6 +48,7 @@ from rayflow.train.preference import (
     ReferenceSettings,
     dpo_rows,
     reference_values,
+    split_values,
 )
 from rayflow.train.preference_data import DataConfig, load_splits, write_errors
 from rayflow.tune.degeneration import degeneration_reasons
@@ -221,10 +222,13 @@ def prepare(cfg: SweepConfig, out: Path) -> dict[str, Any]:
     write_errors(errors, out)
     for name, ref in cfg.references.items():
         target = out / "prepared" / name
-        for split, examples in (("train", train_ex), ("eval", eval_ex)):
-            values = reference_values(examples, ref, model_path, tokenizer, cfg.precompute)
+        # Both splits in one scoring pass (one Ray Data job, one cache entry).
+        train_values, eval_values = split_values(
+            reference_values(train_ex + eval_ex, ref, model_path, tokenizer, cfg.precompute), len(train_ex)
+        )
+        target.mkdir(parents=True, exist_ok=True)
+        for split, examples, values in (("train", train_ex, train_values), ("eval", eval_ex, eval_values)):
             rows = dpo_rows(examples, values)
-            target.mkdir(parents=True, exist_ok=True)
             tmp = target / f"{split}.jsonl.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             tmp.replace(target / f"{split}.jsonl")

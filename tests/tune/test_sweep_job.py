@@ -20,7 +20,7 @@ from tests.conftest import REPO
 POLL_LIMIT_S = 480
 # The job starts its own local Ray cluster (all cores, 2 in CI), never one a `ray start` left behind.
 ENV = {**os.environ, "RAY_ADDRESS": "local"}
-STEPS = 12
+STEPS, EVERY = 8, 2  # optimizer steps per trial; a report and a checkpoint every EVERY steps
 
 
 def job(out: Path, cache: Path) -> list[str]:
@@ -31,9 +31,16 @@ def job(out: Path, cache: Path) -> list[str]:
         "configs/sweep_beta.yaml",
         f"output_dir={out}",
         f"precompute.cache_dir={cache}",
-        # Twice the shipped steps, so the kill below lands while the second trial is still training.
+        # More steps than shipped, so the kill below lands while the second trial is still training; a report
+        # costs more than a tiny model's step, so report (and checkpoint) every EVERY steps only.
         f"train.max_steps={STEPS}",
-        "train.eval_every=6",
+        f"train.log_every={EVERY}",
+        f"train.checkpoint_every={EVERY}",
+        f"train.eval_every={STEPS // 2}",
+        # 10 prompts x 2 positions = 20 games: just enough for the length-controlled win rate.
+        "evaluation.max_prompts=10",
+        "evaluation.lc_min_samples=20",
+        "evaluation.sampling.max_tokens=12",
     ]
 
 
@@ -45,6 +52,12 @@ def trial_dirs(out: Path) -> dict[float, Path]:
     return found
 
 
+def first_checkpoint_saved(out: Path, trial: int) -> bool:
+    """Whether the `trial`-th trial's Train run (grid order) has registered a checkpoint."""
+    runs = sorted((out / "train").glob("train-*"))
+    return len(runs) > trial and (runs[trial] / "checkpoint_manager_snapshot.json").is_file()
+
+
 def reports(trial_dir: Path) -> list[dict]:
     path = trial_dir / "result.json"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
@@ -53,7 +66,7 @@ def reports(trial_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_interrupted_sweep_restores_and_reports(tmp_path):
     out, cache, log = tmp_path / "sweep", tmp_path / "logps", tmp_path / "first-run.log"
-    # Trials run in grid order, one at a time: β = 0.02, then β = 0.1 (checkpoints every 3 steps).
+    # Trials run in grid order, one at a time: β = 0.02, then β = 0.1 (checkpoints every EVERY steps).
     with open(log, "w") as fh:
         first = subprocess.Popen(
             job(out, cache), cwd=REPO, env=ENV, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
@@ -66,8 +79,15 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
             )
             assert time.monotonic() < deadline, f"the sweep did not get going:\n{log.read_text()[-4000:]}"
             dirs = trial_dirs(out)
-            # Interrupt once the second trial has reported its step-3 checkpoint to Tune.
-            if 0.1 in dirs and any(r.get("step") == 3 for r in reports(dirs[0.1])):
+            # Interrupt as soon as the second trial's training has a checkpoint to resume from (watching the
+            # Train run, not Tune's record of it, which lags by a few reports) and Tune holds the first trial's
+            # whole record.
+            if (
+                first_checkpoint_saved(out, 1)
+                and 0.02 in dirs
+                and reports(dirs[0.02])
+                and reports(dirs[0.02])[-1]["step"] == STEPS
+            ):
                 break
             time.sleep(0.5)
     finally:
@@ -93,17 +113,17 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     assert (len(reports(finished)), exported.stat().st_mtime_ns) == before
     # The interrupted trial finished without starting over. A restored trial's Tune record starts afresh, and
     # which record it gets depends on where the kill landed (Tune records reports a little after Train makes
-    # them): usually training was still going, so the run resumed from its last checkpoint (every 3 steps) and
-    # the record holds the reports from there on, counted as a restart; if the run had already finished, it
+    # them): usually training was still going, so the run resumed from its last checkpoint (every EVERY steps)
+    # and the record holds the reports from there on, counted as a restart; if the run had already finished, it
     # resumed at its end and the trial handed Tune the run's whole history.
     record = reports(interrupted)
     steps = [r["step"] for r in record]
-    assert steps == list(range(steps[0], STEPS + 1))
+    assert steps == list(range(steps[0], STEPS + 1, EVERY))
     if record[0]["restarts"] == 1:
-        assert steps[0] in range(4, STEPS + 1, 3) and all(r["restarts"] == 1 for r in record)
-        assert f"resumed from step {steps[0] - 1}/{STEPS}" in logs  # the training worker's log line
+        assert steps[0] in range(2 * EVERY, STEPS + 1, EVERY) and all(r["restarts"] == 1 for r in record)
+        assert f"resumed from step {steps[0] - EVERY}/{STEPS}" in logs  # the training worker's log line
     else:
-        assert steps[0] == 1 and all(r["restarts"] == 0 for r in record)
+        assert steps[0] == EVERY and all(r["restarts"] == 0 for r in record)
         assert f"resumed from step {STEPS}/{STEPS}" in logs
     assert not (out / "train" / ".forwarded").exists()  # the killed attempt's marker was cleared
 
@@ -133,8 +153,9 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     for name in ("eval_reward_accuracy", "eval_h", "eval_kl_proxy", "win_rate", "gen_length"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"(plots/{name}.png)" in report
-    # Reference log-probs: computed once per split (Ray Data, cached) and read by both trials from prepared/.
-    assert len(list(cache.iterdir())) == 2
+    # Reference log-probs: computed once for both splits (one Ray Data pass, cached) and read by both trials
+    # from prepared/.
+    assert len(list(cache.iterdir())) == 1
     assert (
         len((out / "prepared" / "sft" / "train.jsonl").read_text().splitlines())
         == summary["data"]["train_examples"]
