@@ -239,17 +239,19 @@ def _load(cfg: TrainJudgeConfig) -> tuple[list[dict], list[dict], list[dict]]:
 
 
 def _rounds(cfg: TrainJudgeConfig, wf: Workflow, out: Path, train_items, val_items, meta_engine) -> dict:
-    """SFT warm start, round-0 validation, then R rounds; returns the summary (rounds, best)."""
+    """SFT warm start, round-0 validation, then R rounds; returns the summary (sft, rounds, best), with each
+    training run's final metrics and artefacts (model, TensorBoard events, curve)."""
     best_model = resolve_model_path(cfg.model)
     history: list[dict[str, Any]] = []
+    sft = None
     if cfg.sft_warmstart:
         with wf.phase("sft"):
             log.info("SFT warm start on %d reference critiques", len(train_items))
             sft_rows = [{"id": it["id"], "prompt": judge_prompt(it), "response": reference_output(it)}
                         for it in train_items]  # fmt: skip
             _write_jsonl(out / "sft" / "data.jsonl", sft_rows)
-            run_sft(SFTConfig(model=best_model, output_dir=str(out / "sft"), train=cfg.sft_train,
-                              data=_data(cfg, out / "sft" / "data.jsonl")), name="judge-sft")  # fmt: skip
+            sft = run_sft(SFTConfig(model=best_model, output_dir=str(out / "sft"), train=cfg.sft_train,
+                                    data=_data(cfg, out / "sft" / "data.jsonl")), name="judge-sft")  # fmt: skip
         best_model = str(out / "sft" / "model")
     with wf.phase("validate"):
         best_metrics = _validate(cfg, best_model, val_items, meta_engine)
@@ -282,6 +284,7 @@ def _rounds(cfg: TrainJudgeConfig, wf: Workflow, out: Path, train_items, val_ite
         with wf.phase("dpo"):
             log.info("round %d: DPO on %d pairs", r, len(pairs))
             # A round may yield fewer pairs than a micro-batch; the trainer needs one full micro-batch per rank.
+            # (The copy is not validated; a size >= 1 is a valid one.)
             per_rank = max(1, len(pairs) // cfg.dpo_train.num_workers)
             train = cfg.dpo_train.model_copy(
                 update={"micro_batch_size": min(cfg.dpo_train.micro_batch_size, per_rank)}
@@ -305,6 +308,7 @@ def _rounds(cfg: TrainJudgeConfig, wf: Workflow, out: Path, train_items, val_ite
         shutil.rmtree(best_dir)
     shutil.copytree(best_model, best_dir)
     return {
+        "sft": sft,
         "rounds": history,
         "best": {"source": best_model, "model_dir": str(best_dir), "val": best_metrics},
     }

@@ -4,6 +4,7 @@ and one round of the workflow on the real trainer."""
 import json
 import runpy
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,6 +113,11 @@ def test_a_round_trains_with_dpo_and_keeps_the_better_judge(ray_session, tiny_mo
     pairs = [json.loads(line) for line in (tmp_path / "round_1" / "pairs.jsonl").read_text().splitlines()]
     assert all(p["chosen"].split("\n")[0] != p["rejected"].split("\n")[0] for p in pairs)
     assert first["training"]["final_metrics"]["step"] == 2  # the preference trainer really ran
+    # The round's DPO run lists its curves: TensorBoard events and the loss curve.
+    assert (
+        Path(first["training"]["tensorboard_dir"]).is_dir() and Path(first["training"]["curve_png"]).is_file()
+    )
+    assert summary["sft"] is None  # no warm start asked for
     assert (tmp_path / "round_1" / "model" / "config.json").exists()
     better = (first["val"]["meta_f1_macro"], first["val"]["label_accuracy"]) > (
         start["val"]["meta_f1_macro"], start["val"]["label_accuracy"])  # fmt: skip
