@@ -1,7 +1,7 @@
-"""`jobs/sweep_beta.py` with the shipped offline config, end to end on real parts (Ray Tune, Ray Train +
-DeepSpeed, Ray Data, the HF engine): the driver process is killed mid-sweep, and the rerun restores the
-experiment, resumes the interrupted trial from its checkpoint, leaves the finished one alone, and writes the
-results, the report and the plots."""
+"""`jobs/sweep_beta.py` with the shipped offline config (more steps, fewer reports), end to end on real parts
+(Ray Tune, Ray Train + DeepSpeed, Ray Data, the HF engine): the driver process is killed mid-sweep, and the
+rerun restores the experiment, resumes the interrupted trial from its checkpoint, leaves the finished one
+alone, and writes the results, the report and the plots."""
 
 import csv
 import json
@@ -52,7 +52,7 @@ def trial_dirs(out: Path) -> dict[float, Path]:
     return found
 
 
-def first_checkpoint_saved(out: Path, trial: int) -> bool:
+def has_checkpoint(out: Path, trial: int) -> bool:
     """Whether the `trial`-th trial's Train run (grid order) has registered a checkpoint."""
     runs = sorted((out / "train").glob("train-*"))
     return len(runs) > trial and (runs[trial] / "checkpoint_manager_snapshot.json").is_file()
@@ -83,7 +83,7 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
             # Train run, not Tune's record of it, which lags by a few reports) and Tune holds the first trial's
             # whole record.
             if (
-                first_checkpoint_saved(out, 1)
+                has_checkpoint(out, 1)
                 and 0.02 in dirs
                 and reports(dirs[0.02])
                 and reports(dirs[0.02])[-1]["step"] == STEPS
