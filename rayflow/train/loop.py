@@ -88,9 +88,9 @@ log = logging.getLogger(__name__)
 class LoraSettings(Config):
     """LoRA adapters through `peft`; the export merges them into the base weights."""
 
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
     target_modules: tuple[str, ...] = Field(
         ("q_proj", "k_proj", "v_proj", "o_proj"), description="module names to adapt"
     )
@@ -100,19 +100,21 @@ class TrainLoopConfig(Config):
     """Distributed training settings shared by every rayflow training job."""
 
     num_workers: int = Field(2, ge=1, description="data-parallel workers (one process each)")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per worker (fractions share cores)")
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL; otherwise CPU + gloo")
     micro_batch_size: int = Field(4, ge=1, description="examples per worker per forward pass")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="passes over the training data (when max_steps is unset)")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr: float = Field(1e-5, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2)")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("linear", description="decay after warmup")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warmup from 0")
     max_grad_norm: float = Field(1.0, ge=0, description="0 = no clipping")
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        2, description="DeepSpeed ZeRO: 0 plain data parallel, 1 optimizer, 2 +gradients, 3 +parameters sharded"
+    )
     offload_optimizer: bool = Field(False, description="ZeRO-Offload of optimizer state to CPU (stage >= 1)")
     offload_params: bool = Field(False, description="parameter offload to CPU (stage 3)")
     dtype: Literal["float32", "bfloat16"] = Field(
@@ -121,9 +123,17 @@ class TrainLoopConfig(Config):
     torch_adam: bool | None = Field(
         None, description="torch AdamW instead of DeepSpeed's fused one; None = on CPU"
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (HF models)")
     lora: LoraSettings | None = Field(None, description="set to train LoRA adapters instead of all weights")
-    log_every: int = Field(1, ge=1, description="optimizer steps between metric reports")
+    log_every: int = Field(
+        1, ge=1, description="optimizer steps between metric lines (history, TensorBoard, Ray report)"
+    )
+    ray_reports: Literal["every_log", "with_checkpoints"] = Field(
+        "every_log",
+        description="every_log: each metric line is a Ray report (Tune counts them as iterations); "
+        "with_checkpoints: only lines with a checkpoint or an evaluation are (each report is a "
+        "cross-worker barrier, ~1 s on 2 CPUs)",
+    )
     eval_every: int = Field(0, ge=0, description="optimizer steps between evaluations; 0 = only at the end")
     checkpoint_every: int = Field(
         0, ge=0, description="optimizer steps between checkpoints; 0 = only at the end"
@@ -135,7 +145,7 @@ class TrainLoopConfig(Config):
     collective_timeout_s: int = Field(
         600, ge=10, description="a rank stuck this long in a collective fails the run"
     )
-    seed: int = 0
+    seed: int = Field(0, description="initial weights (equal on every rank) and data order")
 
     @model_validator(mode="after")
     def _check(self) -> TrainLoopConfig:
@@ -732,7 +742,8 @@ class _Worker:
         import torch.distributed as dist
 
         if not checkpoint:
-            ray.train.report(metrics)
+            if self.cfg.ray_reports == "every_log" or any(k.startswith("eval/") for k in metrics):
+                ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="rayflow-ckpt-") as tmp:
             self.strategy.save(Path(tmp) / "deepspeed")

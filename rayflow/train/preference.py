@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 class DPOSettings(Config):
     beta: float = Field(0.1, gt=0, description="KL strength")
-    loss_type: DPOLossType = "sigmoid"
+    loss_type: DPOLossType = Field("sigmoid", description="sigmoid (DPO), hinge, ipo or robust")
     label_smoothing: float = Field(0.0, ge=0, le=0.5, description="ε for sigmoid (cDPO) and robust")
     ipo_length_normalize: bool = Field(False, description="ipo on per-token mean log-ratios instead of sums")
 
@@ -50,12 +50,16 @@ class DPOSettings(Config):
 class ReferenceSettings(Config):
     """The frozen model behind the DPO reference, and the engine backend that scores it."""
 
-    kind: Literal["model", "posterior", "likelihood"] = "model"
+    kind: Literal["model", "posterior", "likelihood"] = Field(
+        "model", description="model: a frozen model's log-probs; posterior: none; likelihood: prompt removed"
+    )
     model: str | None = Field(None, description="None = the policy's initial model")
     backend: Literal["hf", "vllm", "openai"] = Field("hf", description="engine backend of the scoring pass")
     base_url: str | None = Field(None, description="openai backend: the server's /v1 URL")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    max_model_len: int | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights dtype of the scoring engine"
+    )
+    max_model_len: int | None = Field(None, description="scoring engine's context length; None = model's")
     batch_size: int = Field(16, ge=1, description="hf backend: rows per forward")
 
     def engine(self, default_model: str) -> EngineConfig:
@@ -71,7 +75,9 @@ class ReferenceSettings(Config):
 
 class WSPOSettings(Config):
     gamma: float = Field(0.1, gt=0, description="β_strong/β_weak; the fixed point is Δs = Δw/γ")
-    form: Literal["token", "sequence"] = "token"
+    form: Literal["token", "sequence"] = Field(
+        "token", description="token: per-token regression (official code); sequence: length-normalised means"
+    )
     weak_base: str = Field(
         "tiny:tiny", description="the weak model before alignment (SFT'd first if weak_sft_data)"
     )
@@ -87,7 +93,7 @@ class WSPOSettings(Config):
 class PreferenceConfig(Config):
     """Preference training job: DPO family or WSPO."""
 
-    method: Literal["dpo", "wspo"] = "dpo"
+    method: Literal["dpo", "wspo"] = Field("dpo", description="dpo: the DPO family; wspo: weak-to-strong")
     model: str = Field(
         "tiny:tiny", description="the policy's initial (SFT) model: path, hub id or tiny:<size>"
     )

@@ -42,7 +42,7 @@ class DataConfig(Config):
     eval: str | None = Field(None, description="held-out file; None = split eval_fraction off train")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of train held out when eval is None")
     max_length: int = Field(512, ge=2, description="prompt + response tokens")
-    max_prompt_length: int = Field(256, ge=1)
+    max_prompt_length: int = Field(256, ge=1, description="prompt tokens; longer prompts are rejected rows")
     truncate_responses: bool = Field(
         False, description="cut over-long responses (counted) instead of rejecting"
     )

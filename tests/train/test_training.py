@@ -79,6 +79,7 @@ def test_dpo_config_raises_held_out_reward_accuracy(ray_session, tiny_model, pre
         "train.eval_every=6",
         "train.checkpoint_every=0",
         "train.lr=1e-3",
+        "train.ray_reports=with_checkpoints",  # history and TensorBoard still get every step
     )
     assert cfg.train.num_workers == 2 and cfg.train.zero_stage == 2
     result = run(cfg)  # the workflow: run.json, summary.json and the run's artefacts
@@ -149,6 +150,7 @@ def test_killed_worker_resumes_from_checkpoint_zero3_with_export(
             "train.checkpoint_every=2",
             "train.eval_every=0",
             "train.max_failures=1",
+            "train.ray_reports=with_checkpoints",
         ],
     )
     tok = load_tokenizer(EngineConfig(model=str(tiny_model)))
@@ -205,6 +207,7 @@ def test_wspo_pipeline_config_runs_every_stage(ray_session, tiny_models, pref_da
         "train.max_steps=3",
         "train.eval_every=0",
         "train.checkpoint_every=0",
+        *(f"{t}.ray_reports=with_checkpoints" for t in ("train", "wspo.weak_sft_train", "wspo.weak_dpo_train")),
     )
     stats = run_preference(cfg)
     out = Path(cfg.output_dir)

@@ -86,28 +86,28 @@ log = logging.getLogger(__name__)
 class VLMSettings(Config):
     """Tiny VLM shape (see :class:`~rayflow.train.omnibal.tiny_vlm.TinyVLMConfig`)."""
 
-    image_size: int = Field(16, ge=4)
-    patch_size: int = Field(4, ge=1)
-    vit_hidden: int = 64
-    vit_layers: int = Field(4, ge=1)
-    vit_heads: int = 2
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    llm_layers: int = Field(4, ge=1)
-    llm_heads: int = 2
+    image_size: int = Field(16, ge=4, description="image side in pixels")
+    patch_size: int = Field(4, ge=1, description="ViT patch side in pixels")
+    vit_hidden: int = Field(64, description="ViT width")
+    vit_layers: int = Field(4, ge=1, description="ViT blocks")
+    vit_heads: int = Field(2, description="ViT attention heads")
+    hidden_size: int = Field(128, description="decoder width")
+    intermediate_size: int = Field(256, description="decoder MLP width")
+    llm_layers: int = Field(4, ge=1, description="decoder blocks")
+    llm_heads: int = Field(2, description="decoder attention heads")
 
 
 class VLMDataSettings(Config):
     """Training data: a JSONL file in rayflow's image-text format, or synthetic samples when ``path`` is null."""
 
     path: str | None = Field(None, description="JSONL {id, images, text}; null = synthetic")
-    synthetic_samples: int = Field(192, ge=1)
+    synthetic_samples: int = Field(192, ge=1, description="training samples when path is null")
     synthetic_skew: float = Field(3.0, ge=0, description="heavy-tail strength of synthetic lengths")
-    max_images: int = Field(4, ge=0)
+    max_images: int = Field(4, ge=0, description="most images per synthetic sample")
     max_tokens: int = Field(1024, ge=8, description="samples longer than this are error records")
     eval_path: str | None = Field(None, description="held-out JSONL; null = eval_samples synthetic ones")
     eval_samples: int = Field(0, ge=0, description="synthetic held-out samples (0 = no evaluation)")
-    seed: int = 0
+    seed: int = Field(0, description="synthetic data seed (held-out samples use seed + 1)")
 
 
 class TrainVLMConfig(Config):
@@ -122,11 +122,13 @@ class TrainVLMConfig(Config):
     mode: Literal["zero", "pipeline"] = Field(
         "pipeline", description="zero: data parallel; pipeline: DeepSpeed PP"
     )
-    pipeline_stages: int = Field(2, ge=1)
+    pipeline_stages: int = Field(2, ge=1, description="pipeline mode: stages per data-parallel replica")
     balance: BalanceConfig = BalanceConfig()
     search_q: bool = Field(True, description="search ISF budgets instead of using balance.isf.q_v/q_t")
     samples_per_group: int = Field(4, ge=1, description="Q search target: samples per packed group")
-    partition: Literal["parameters", "uniform", "searched"] = "searched"
+    partition: Literal["parameters", "uniform", "searched"] = Field(
+        "searched", description="stage boundaries: by parameters, uniform layers, or searched with the profile"
+    )
     recompute: Literal["plan", "none", "full"] = Field(
         "plan", description="plan: per stage; none/full: global"
     )

@@ -101,12 +101,12 @@ def test_minmax_partition_matches_brute_force():
         w = rng.uniform(0, 10, size=int(rng.integers(3, 10)))
         k = int(rng.integers(1, min(4, len(w)) + 1))
         parts = minmax_partition(w, k)
-        worst = max(w[a:b].sum() for a, b in zip(parts, parts[1:]))
+        worst = max(w[a:b].sum() for a, b in itertools.pairwise(parts))
         best = min(
             max(w[a:b].sum() for a, b in zip((0, *c), (*c, len(w))))
             for c in itertools.combinations(range(1, len(w)), k - 1)
         )
-        assert worst == pytest.approx(best) and all(a < b for a, b in zip(parts, parts[1:]))
+        assert worst == pytest.approx(best) and all(a < b for a, b in itertools.pairwise(parts))
 
 
 def test_baseline_partitions():

@@ -100,6 +100,7 @@ def test_pipeline_two_stages_two_replicas_killed_worker_resumes(ray_session, tmp
             "train.checkpoint_every=2",
             "train.eval_every=0",
             "train.max_failures=1",
+            "train.ray_reports=with_checkpoints",
             "data.eval_samples=16",
         ],
     )
@@ -149,7 +150,8 @@ def test_zero_workflow_has_equal_steps_learns_and_writes_its_outputs(ray_session
     out = tmp_path / "vlm"
     cfg = load_config(TrainVLMConfig, REPO / "configs/train_vlm_zero.yaml",
                       [f"output_dir={out}", "train.max_steps=null", "train.epochs=2",
-                       "train.cpus_per_worker=0.5", "data.eval_samples=8"])  # fmt: skip
+                       "train.cpus_per_worker=0.5", "data.eval_samples=8",
+                       "train.ray_reports=with_checkpoints"])  # fmt: skip
     result = run(cfg)
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(result.summary))
