@@ -1,7 +1,7 @@
 """ProX orchestration overhead: the whole job with generator=lm on the tiny model through vLLM (candidate) vs the
 bare vLLM engine generating the same prompts in one process (baseline).
 
-Candidate: `run_prox_refine` on a local Ray (2 CPUs), one fused stage actor holding one vLLM engine; rate =
+Candidate: the workflow's `run` on a local Ray (2 CPUs), one fused stage actor holding one vLLM engine; rate =
 documents/s at steady state from the commit times of the output parts (Ray and engine start-up excluded).
 Baseline: the same `LMGenerator` (same prompts, chunking, sampling) in this process, engine built and warmed
 up first, then all doc prompts and all chunk prompts in one call each. Both read the same documents (the sample
@@ -43,8 +43,9 @@ def lm_config():
 def job_rate(corpus: Path, out: Path, batch_size: int) -> dict:
     import ray
 
+    from rayflow.data.engine_stage import StageConfig
     from rayflow.data.prox.output import Output, steady_rate
-    from rayflow.data.prox.pipeline import ProxRefineConfig, run_prox_refine
+    from rayflow.data.prox.pipeline import ProxRefineConfig, run
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -54,12 +55,11 @@ def job_rate(corpus: Path, out: Path, batch_size: int) -> dict:
             generator="lm",
             lm=lm_config(),
             fuse_stages=True,
-            batch_size=batch_size,
+            stage=StageConfig(batch_size=batch_size, cpus_per_actor=1.0),
             rows_per_block=batch_size,
-            cpus_per_actor=1.0,
             block_bytes=1 << 19,  # ~100-row parts: enough commits after the first to time a steady state
         )
-        stats = run_prox_refine(cfg)
+        stats = run(cfg).summary
     finally:
         ray.shutdown()
     return {**steady_rate(Output(str(out))), "documents": stats["documents_in"], "errors": stats["errors"]}
@@ -67,15 +67,17 @@ def job_rate(corpus: Path, out: Path, batch_size: int) -> dict:
 
 def bare_rate(texts: list[str]) -> dict:
     from rayflow.data.prox.lm import LMGenerator
+    from rayflow.llm import build_engine
 
-    generator = LMGenerator(lm_config())
-    generator.doc_programs(texts[:8])  # engine start and warm-up, excluded
-    generator.chunk_programs(texts[:8])
+    config = lm_config()
+    generator, engine = LMGenerator(config), build_engine(config.doc_engine)
+    generator.doc_programs(texts[:8], engine)  # engine start and warm-up, excluded
+    generator.chunk_programs(texts[:8], engine)
     start = time.perf_counter()
-    generator.doc_programs(texts)
-    generator.chunk_programs(texts)
+    generator.doc_programs(texts, engine)
+    generator.chunk_programs(texts, engine)
     seconds = time.perf_counter() - start
-    generator.close()
+    engine.close()
     return {"value": len(texts) / seconds, "documents": len(texts), "seconds": round(seconds, 3)}
 
 

@@ -54,14 +54,20 @@ def side(cpus: int, corpus: str, out: str) -> None:
     import ray
 
     from rayflow.config import load_config
-    from rayflow.data.prox.pipeline import ProxRefineConfig, run_prox_refine
+    from rayflow.data.prox.pipeline import ProxRefineConfig
+    from rayflow.data.prox.pipeline import run as refine
 
     overrides = [f"input={corpus}", f"output_dir={out}", "tokenizer=null", "fuse_stages=true"]
-    overrides += [f"doc_actors={cpus}", "cpus_per_actor=0.5", "batch_size=256", "rows_per_block=256"]
+    overrides += [
+        f"stage.actors={cpus}",
+        "stage.cpus_per_actor=0.5",
+        "stage.batch_size=256",
+        "rows_per_block=256",
+    ]
     cfg = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine.yaml", overrides)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
-        run_prox_refine(cfg)
+        refine(cfg)
     finally:
         ray.shutdown()
 

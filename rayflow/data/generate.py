@@ -97,7 +97,7 @@ class GenerateTask:
     def __call__(self, rows: list[dict[str, Any]], engine: Engine) -> None:
         lines = [row.pop("text") for row in rows]
         parsed = [parse_line(line) for line in lines]
-        prompts = [[json.loads(p["prompt"]) if p["is_chat"] else p["prompt"]] if p else [] for p, _ in parsed]
+        prompts = [[json.loads(f["prompt"]) if f["is_chat"] else f["prompt"]] if f else [] for f, _ in parsed]
         for row, line, (fields, reason), result in zip(
             rows, lines, parsed, generate_rows(engine, prompts, self.sampling)
         ):

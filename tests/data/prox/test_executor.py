@@ -263,7 +263,7 @@ def readable_programs(draw):
     return text, "\n".join(lines)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(readable_programs())
 def test_equals_the_reference_on_programs_it_reads_correctly(case):
     text, program = case
@@ -328,7 +328,7 @@ CALLISH = st.one_of(
 )
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(documents(), st.lists(CALLISH, max_size=10))
 def test_fuzzed_programs_never_raise_and_only_remove_normalised_lines(text, lines):
     program = "\n".join(lines)

@@ -10,6 +10,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from rayflow.config import parse_cli
 from rayflow.data.engine_stage import StageConfig
 from rayflow.data.prox.pipeline import ProxRefineConfig, run
 from rayflow.workflow import InputError
@@ -117,8 +118,9 @@ def job(*overrides, **kw):
 
 @pytest.mark.slow
 def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_path):
-    """SIGKILL the job's whole process group mid-run (driver and its local Ray), rerun, compare by id."""
-    n_rows = write_shards(tmp_path / "corpus", n_files=16, copies_per_file=3)
+    """SIGKILL the job's whole process group mid-run (driver and its local Ray), rerun, compare by id with an
+    uninterrupted run."""
+    n_rows = write_shards(tmp_path / "corpus", n_files=8, copies_per_file=2)
     common = [f"input={tmp_path / 'corpus'}", "stage.batch_size=8", "rows_per_block=8", "tokenizer=null"]
     killed_out = tmp_path / "killed"
     proc = job(*common, f"output_dir={killed_out}")
@@ -133,9 +135,10 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_p
     assert not (killed_out / "summary.json").exists()
     assert json.loads((killed_out / "run.json").read_text())["status"] == "running"
 
-    rerun = job(*common, f"output_dir={killed_out}")
-    out, _ = rerun.communicate(timeout=240)
-    assert rerun.returncode == 0, out[-3000:]
+    # The rerun, in this process on the shared Ray session (the job shell itself is run to completion by
+    # test_configs), resumes from the parts the killed run committed.
+    config = ["--config", str(REPO / "configs/prox_refine.yaml"), *common, f"output_dir={killed_out}"]
+    run(parse_cli(ProxRefineConfig, config))
     stats = json.loads((killed_out / "summary.json").read_text())
     assert stats["this_run"]["resumed_from"] >= committed
     assert stats["documents_in"] == n_rows
