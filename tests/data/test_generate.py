@@ -1,6 +1,8 @@
 """Batch generation: line parsing, the engine stage without Ray, and the workflow on a local Ray session."""
 
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,6 +12,7 @@ from rayflow.data.engine_stage import EngineStage, StageConfig
 from rayflow.data.generate import GenerateConfig, GenerateTask, parse_line, run
 from rayflow.llm import EngineConfig, SamplingParams
 from rayflow.workflow import InputError
+from tests.conftest import REPO
 
 GOOD = [
     json.dumps({"id": "a", "prompt": "The cat"}),
@@ -82,6 +85,24 @@ def test_workflow_on_ray_writes_every_row_once(ray_session, tiny_model, tmp_path
     assert len(pq.read_table(tmp_path / "out" / "generations")) == 9
 
 
-def test_missing_input_is_named(tmp_path):
+def test_missing_input_or_model_is_one_line_before_ray(tmp_path):
     with pytest.raises(InputError, match="input: .*nowhere.jsonl"):
         run(GenerateConfig(input=str(tmp_path / "nowhere.jsonl"), output_dir=str(tmp_path)))
+    out = tmp_path / "out"
+    for arg, key in (
+        (f"input={tmp_path / 'nowhere.jsonl'}", "input"),
+        (f"engine.model={tmp_path}/m", "engine.model"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "jobs/generate.py", arg, f"output_dir={out}"],
+            check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert (
+            proc.returncode == 2
+            and proc.stderr.startswith(f"error: {key}: ")
+            and "Traceback" not in proc.stderr
+        )
+    assert not out.exists()  # nothing started: no run.json

@@ -132,7 +132,7 @@ def check(cfg: ProxRefineConfig) -> None:
     try:
         list_inputs(cfg.input)
     except FileNotFoundError as err:
-        raise InputError(f"input: {err}") from None
+        raise InputError(str(err)) from None  # it names the key: "input '...' does not exist"
     if cfg.generator == "lm":
         require_model(cfg.lm.doc_engine.model, "lm.doc_engine.model")
         require_model(cfg.lm.chunk_engine.model, "lm.chunk_engine.model")

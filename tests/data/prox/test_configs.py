@@ -39,7 +39,7 @@ def test_help_and_config_errors():
     proc = run_job("--config", "configs/prox_refine.yaml", "generator=gpt")
     assert proc.returncode == 2 and "generator" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_job("--config", "configs/prox_refine.yaml", "input=/nonexistent/corpus")
-    assert proc.returncode == 2 and "error: input:" in proc.stderr and "/nonexistent/corpus" in proc.stderr
+    assert proc.returncode == 2 and "error: input " in proc.stderr and "/nonexistent/corpus" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
