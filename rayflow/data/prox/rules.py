@@ -31,8 +31,8 @@ class RulesConfig(Config):
 
     min_words: int = Field(50, ge=0, description="gopher: fewer content words -> drop")
     max_words: int = Field(100_000, ge=1, description="gopher: more content words -> drop")
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
+    min_mean_word_length: float = Field(3.0, description="gopher: shorter mean word length -> drop")
+    max_mean_word_length: float = Field(10.0, description="gopher: longer mean word length -> drop")
     max_symbol_word_ratio: float = Field(0.1, description="gopher: '#' and ellipses per word")
     max_bullet_lines: float = Field(0.9, description="gopher: fraction of lines starting with a bullet")
     max_ellipsis_lines: float = Field(0.3, description="gopher: fraction of lines ending with an ellipsis")

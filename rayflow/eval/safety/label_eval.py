@@ -43,7 +43,9 @@ class EvalSafetyConfig(Config):
 
     input: str = Field("examples/safety/labelled.jsonl", description="JSONL file or directory of *.jsonl")
     output_dir: str = Field("outputs/eval_safety", description="where judgements, errors, metrics, report go")
-    scheme: Scheme = "safetyj"
+    scheme: Scheme = Field(
+        "safetyj", description="judge protocol: safetyj, shieldlm, llamaguard or wildguard"
+    )
     mode: Literal["label", "critique"] = Field("label", description="label: verdict only (faster)")
     rules: list[str] = Field(default_factory=list, description="custom rules (shieldlm only)")
     judge: JudgeConfig = JudgeConfig()
