@@ -1,7 +1,8 @@
-"""jobs/eval_safety.py as users run it (subprocess, its own local Ray), on the shipped config with the hf
+"""jobs/eval_safety.py as users run it (a subprocess joining a running Ray), on the shipped config with the hf
 backend: every input line ends in judgements or errors, and the metrics follow from the judgements."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ def test_parse_row_names_the_problem():
     assert "invalid JSON" in parse_row("{", "x")[1]
 
 
-def test_job_on_the_shipped_config(tmp_path):
+def test_job_on_the_shipped_config(ray_session, tmp_path):
     data = tmp_path / "data.jsonl"
     shutil.copy(REPO / "examples/safety/labelled.jsonl", data)
     with data.open("a") as f:
@@ -37,6 +38,8 @@ def test_job_on_the_shipped_config(tmp_path):
         [sys.executable, "jobs/eval_safety.py", "--config", "configs/eval_safety.yaml", f"input={data}",
          f"output_dir={out}", "engine.backend=hf", "scheme=shieldlm", "stage.cpus_per_actor=0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        # The job joins the tests' Ray session, as a submitted job joins its cluster (one Ray start less).
+        env={**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "summary.json").read_text())

@@ -12,8 +12,8 @@ from tests.conftest import REPO
 from tests.data.prox.conftest import SAMPLE
 
 
-def run_job(*args, timeout=300):
-    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+def run_job(*args, timeout=300, ray_address="local"):
+    env = {**os.environ, "RAY_ADDRESS": ray_address, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     return subprocess.run(
         [sys.executable, "jobs/prox_refine.py", *args],
         check=False,
@@ -45,11 +45,15 @@ def test_help_and_config_errors():
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_lm_config_runs_through_vllm_actors(tmp_path):
+def test_lm_config_runs_through_vllm_actors(ray_session, tmp_path):
     subset = tmp_path / "subset.jsonl"
     subset.write_text("".join(SAMPLE.read_text().splitlines(keepends=True)[:6]))
     out = tmp_path / "out"
-    proc = run_job("--config", "configs/prox_refine_lm.yaml", f"input={subset}", f"output_dir={out}")
+    # The job joins the tests' Ray session, as a submitted job joins its cluster (one Ray start less).
+    address = ray_session.get_runtime_context().gcs_address
+    proc = run_job(
+        "--config", "configs/prox_refine_lm.yaml", f"input={subset}", f"output_dir={out}", ray_address=address
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     stats = json.loads((out / "summary.json").read_text())
     assert stats["documents_in"] == 6 and stats["errors"] == 0
