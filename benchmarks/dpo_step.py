@@ -73,6 +73,7 @@ def run_rayflow(model: str, data: Path, args, workdir: Path) -> dict:
         warmup_ratio=0.0,
         lr_schedule="constant",
         log_every=1,
+        ray_reports="with_checkpoints",  # every step is timed in the history; Ray needs only the last
         max_grad_norm=0.0,
     )
     run_dpo(

@@ -474,6 +474,10 @@ class ZeroStrategy(Strategy):
             config=deepspeed_config(cfg, world_size),
             lr_scheduler=_lr_scheduler(total_steps, cfg),
         )
+        if world_size == 1 and cfg.zero_stage == 0:
+            # One replica has nothing to all-reduce, yet DeepSpeed's stage-0 path would still flatten every
+            # gradient into one buffer each step: a full extra copy of the gradients at the peak.
+            self.engine.enable_backward_allreduce = False
         self.engine.train()
 
     def step(self, micro_batches, acc):

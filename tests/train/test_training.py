@@ -1,10 +1,11 @@
-"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): shipped configs as smokes, learning through
-the preference workflow (summary, curves), kill-and-resume with ZeRO-3 and the HF export, the job shells."""
+"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): every shipped preference config (learning
+through the DPO workflow with its summary and curves, the variants, WSPO's stages), kill-and-resume with ZeRO-3
+and the HF export, the job shells' input checks."""
 
 import json
+import logging
 import math
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,22 +68,54 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
+
+VARIANTS = ["train_ipo", "train_robust", "train_posterior", "train_likelihood", "train_stronger_reference"]
+
+
 @pytest.mark.slow
-def test_dpo_config_raises_held_out_reward_accuracy(ray_session, tiny_model, pref_data, tmp_path):
-    """2 workers, ZeRO-2: the tiny model learns that "Sure." beats "No." on prompts it never saw."""
-    cfg = preference_config(
-        "train_dpo",
-        tmp_path,
-        pref_data,
-        f"model={tiny_model}",
-        "train.max_steps=24",
-        "train.eval_every=6",
-        "train.checkpoint_every=0",
-        "train.lr=1e-3",
-        "train.ray_reports=with_checkpoints",  # history and TensorBoard still get every step
+def test_shipped_preference_configs_train_side_by_side(ray_session, tiny_models, pref_data, tmp_path):
+    """Every shipped preference config, as runs side by side on half a CPU per worker (a short run's time is
+    mostly start-up waits, which overlap): DPO through the workflow learns on 2 workers with ZeRO-2, the five
+    DPO variants train a few steps on one worker, WSPO runs every stage of its pipeline."""
+    # The stronger reference is another family with its own tokenizer (the shipped config pre-trains
+    # tiny:small@100, a minute of CPU): only its per-sequence sums enter the loss.
+    other_family = build_tiny_model(
+        tmp_path / "qwen2-ref", size="small", arch="qwen2", seed=5, tokenizer=train_tokenizer(vocab_size=512)
     )
-    assert cfg.train.num_workers == 2 and cfg.train.zero_stage == 2
-    result = run(cfg)  # the workflow: run.json, summary.json and the run's artefacts
+    half = ("train.cpus_per_worker=0.5", "precompute.cpus_per_actor=0.5")
+    dpo = preference_config(
+        "train_dpo", tmp_path, pref_data, f"model={tiny_models['tiny']}", *half,
+        "train.max_steps=24", "train.eval_every=6", "train.checkpoint_every=0", "train.lr=1e-3",
+        "train.ray_reports=with_checkpoints",  # history and TensorBoard still get every step
+    )  # fmt: skip
+    wspo = preference_config(
+        "train_wspo", tmp_path, pref_data, f"model={tiny_models['small']}", *half,
+        f"wspo.weak_base={tiny_models['tiny']}", f"wspo.weak_sft_data={pref_data['sft']}",
+        "wspo.weak_sft_train.max_steps=2", "wspo.weak_dpo_train.max_steps=3", "wspo.weak_dpo_train.lr=5e-3",
+        "wspo.weak_sft_train.cpus_per_worker=0.5", "wspo.weak_dpo_train.cpus_per_worker=0.5",
+        "train.max_steps=3", "train.eval_every=0", "train.checkpoint_every=0",
+        *(f"{t}.ray_reports=with_checkpoints" for t in ("train", "wspo.weak_sft_train", "wspo.weak_dpo_train")),
+    )  # fmt: skip
+    short = ("train.max_steps=2", "train.num_workers=1", "train.eval_every=0", "train.checkpoint_every=0")
+    stronger = {"train_stronger_reference": [f"reference.model={other_family}"]}
+    variants = [
+        preference_config(
+            name, tmp_path, pref_data, f"model={tiny_models['tiny']}", *half, *short, *stronger.get(name, [])
+        )
+        for name in VARIANTS
+    ]
+    assert dpo.train.num_workers == 2 and dpo.train.zero_stage == 2
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        dpo_result, wspo_stats = pool.submit(run, dpo), pool.submit(run_preference, wspo)
+        variant_stats = dict(zip(VARIANTS, pool.map(run_preference, variants)))
+        dpo_result, wspo_stats = dpo_result.result(), wspo_stats.result()
+    check_dpo_learned(dpo, dpo_result)
+    check_wspo_stages(wspo, wspo_stats)
+    check_variants(variants, variant_stats)
+
+
+def check_dpo_learned(cfg: PreferenceConfig, result) -> None:
+    """The tiny model learned that "Sure." beats "No." on prompts it never saw; the workflow's outputs."""
     stats = result.summary
     out = Path(cfg.output_dir)
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(stats))
@@ -108,6 +141,46 @@ def test_dpo_config_raises_held_out_reward_accuracy(ray_session, tiny_model, pre
     engine = build_engine(EngineConfig(backend="hf", model=str(out / "model"), dtype="float32"))
     gen = engine.generate(["Tell me what Ivy did at the market."], SamplingParams(max_tokens=2))[0]
     assert gen.text.startswith("Sure")
+
+
+def check_wspo_stages(cfg: PreferenceConfig, stats: dict) -> None:
+    out = Path(cfg.output_dir)
+    for stage in ("weak_sft", "weak_aligned"):
+        assert (out / stage / "model" / "model.safetensors").exists()
+        assert stats["stages"][stage]["final_metrics"]["step"] == (2 if stage == "weak_sft" else 3)
+        assert json.loads((out / stage / "summary.json").read_text())["model_dir"] == str(out / stage / "model")
+    assert stats["weak_models"]["weak_reference"] == str(out / "weak_sft" / "model")
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    # At initialisation Δs = 0, so the loss is the weak shift alone: positive once the weak DPO moved the model.
+    assert history[0]["wspo/delta_strong"] == pytest.approx(0.0, abs=1e-4)
+    assert abs(history[0]["wspo/delta_weak"]) > 0 and history[0]["loss"] > 0
+    assert "eval/wspo/scaled_gap" in history[-1]
+    assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 4  # the strong one
+
+
+def check_variants(cfgs: list[PreferenceConfig], results: dict[str, dict]) -> None:
+    for name, stats in results.items():
+        final = stats["final_metrics"]
+        assert final["step"] == 2 and torch.isfinite(torch.tensor(final["loss"])), name
+        assert "eval/rewards/accuracies" in final, name
+        assert (Path(stats["model_dir"]) / "model.safetensors").is_file(), name
+    assert results["train_posterior"]["reference"]["cache"] is None  # nothing to score
+    for name in ("train_ipo", "train_robust", "train_likelihood", "train_stronger_reference"):
+        assert Path(results[name]["reference"]["cache"]).is_dir(), name
+    # The policy's own model as reference: same cache entry for ipo and robust; likelihood scores without the
+    # prompt, and the other family with its own tokens: entries of their own.
+    caches = {name: results[name]["reference"]["cache"] for name in results if name != "train_posterior"}
+    assert caches["train_ipo"] == caches["train_robust"]
+    assert len({caches["train_ipo"], caches["train_likelihood"], caches["train_stronger_reference"]}) == 3
+    # At step 1 the policy is its own reference in ipo/robust (h = 0), but not under the other references.
+    first = {
+        name: json.loads((Path(cfg.output_dir) / "history.jsonl").read_text().splitlines()[0])
+        for name, cfg in zip(VARIANTS, cfgs)
+    }
+    assert first["train_ipo"]["h"] == pytest.approx(0.0, abs=1e-3)
+    assert first["train_ipo"]["loss"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-3)  # (0 - 1/(2β))²
+    assert first["train_robust"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert abs(first["train_stronger_reference"]["h"]) > 1e-2
 
 
 class CrashOnce(SFTTask):
@@ -192,117 +265,39 @@ def test_killed_worker_resumes_from_checkpoint_zero3_with_export(
     assert abs(metrics["nll"].mean().item() - result.metrics["eval/nll"]) < 1e-3  # = the workers' last eval
 
 
-@pytest.mark.slow
-def test_wspo_pipeline_config_runs_every_stage(ray_session, tiny_models, pref_data, tmp_path):
-    cfg = preference_config(
-        "train_wspo",
-        tmp_path,
-        pref_data,
-        f"model={tiny_models['small']}",
-        f"wspo.weak_base={tiny_models['tiny']}",
-        f"wspo.weak_sft_data={pref_data['sft']}",
-        "wspo.weak_sft_train.max_steps=2",
-        "wspo.weak_dpo_train.max_steps=3",
-        "wspo.weak_dpo_train.lr=5e-3",
-        "train.max_steps=3",
-        "train.eval_every=0",
-        "train.checkpoint_every=0",
-        *(f"{t}.ray_reports=with_checkpoints" for t in ("train", "wspo.weak_sft_train", "wspo.weak_dpo_train")),
-    )
-    stats = run_preference(cfg)
-    out = Path(cfg.output_dir)
-    for stage in ("weak_sft", "weak_aligned"):
-        assert (out / stage / "model" / "model.safetensors").exists()
-        assert stats["stages"][stage]["final_metrics"]["step"] == (2 if stage == "weak_sft" else 3)
-    assert stats["weak_models"]["weak_reference"] == str(out / "weak_sft" / "model")
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    # At initialisation Δs = 0, so the loss is the weak shift alone: positive once the weak DPO moved the model.
-    assert history[0]["wspo/delta_strong"] == pytest.approx(0.0, abs=1e-4)
-    assert abs(history[0]["wspo/delta_weak"]) > 0 and history[0]["loss"] > 0
-    assert "eval/wspo/scaled_gap" in history[-1]
-    assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 4  # the strong one
+@pytest.fixture
+def rayflow_logging():
+    """job_main configures the `rayflow` logger; put it back for the tests that follow."""
+    logger = logging.getLogger("rayflow")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
-VARIANTS = ["train_ipo", "train_robust", "train_posterior", "train_likelihood", "train_stronger_reference"]
+def test_training_jobs_check_their_inputs_before_ray_starts(tmp_path, capsys, rayflow_logging):
+    """A missing data file or model is one `error: <key>: ...` line and exit 2 from the job shell, before Ray
+    starts (no Ray session here) or anything is written; a cross-field config error names the field."""
+    from rayflow.config import ConfigError
+    from rayflow.train import preference, sft
+    from rayflow.train.omnibal import train as vlm
+    from rayflow.workflow import job_main
 
+    def never(cfg):
+        raise AssertionError("run() was called")
 
-@pytest.mark.slow
-def test_dpo_variant_configs_train(ray_session, tiny_models, pref_data, tmp_path):
-    """Every shipped DPO-variant config trains a few steps on one worker (the 2-worker path is tested above).
-    The runs go side by side on half a CPU each: a short run's time is mostly start-up waits, not compute."""
-    # The stronger reference is another family with its own tokenizer (the shipped config pre-trains
-    # tiny:small@100, a minute of CPU): only its per-sequence sums enter the loss.
-    other_family = build_tiny_model(
-        tmp_path / "qwen2-ref", size="small", arch="qwen2", seed=5, tokenizer=train_tokenizer(vocab_size=512)
-    )
-    cfgs = [
-        preference_config(
-            name,
-            tmp_path,
-            pref_data,
-            f"model={tiny_models['tiny']}",
-            "train.max_steps=2",
-            "train.num_workers=1",
-            "train.cpus_per_worker=0.5",
-            "train.eval_every=0",
-            "train.checkpoint_every=0",
-            "precompute.cpus_per_actor=0.5",
-            *([f"reference.model={other_family}"] if name == "train_stronger_reference" else []),
-        )
-        for name in VARIANTS
-    ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(VARIANTS, pool.map(run_preference, cfgs)))
-    for name, stats in results.items():
-        final = stats["final_metrics"]
-        assert final["step"] == 2 and torch.isfinite(torch.tensor(final["loss"])), name
-        assert "eval/rewards/accuracies" in final, name
-        assert (Path(stats["model_dir"]) / "model.safetensors").is_file(), name
-    assert results["train_posterior"]["reference"]["cache"] is None  # nothing to score
-    for name in ("train_ipo", "train_robust", "train_likelihood", "train_stronger_reference"):
-        assert Path(results[name]["reference"]["cache"]).is_dir(), name
-    # The policy's own model as reference: same cache entry for ipo and robust; likelihood scores without the
-    # prompt, and the other family with its own tokens: entries of their own.
-    caches = {name: results[name]["reference"]["cache"] for name in results if name != "train_posterior"}
-    assert caches["train_ipo"] == caches["train_robust"]
-    assert len({caches["train_ipo"], caches["train_likelihood"], caches["train_stronger_reference"]}) == 3
-    # At step 1 the policy is its own reference in ipo/robust (h = 0), but not under the other references.
-    first = {
-        name: json.loads((Path(cfg.output_dir) / "history.jsonl").read_text().splitlines()[0])
-        for name, cfg in zip(VARIANTS, cfgs)
-    }
-    assert first["train_ipo"]["h"] == pytest.approx(0.0, abs=1e-3)
-    assert first["train_ipo"]["loss"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-3)  # (0 - 1/(2β))²
-    assert first["train_robust"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
-    assert abs(first["train_stronger_reference"]["h"]) > 1e-2
-
-
-def _job(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, check=False, text=True, timeout=120
-    )
-
-
-def test_jobs_have_help_and_name_bad_keys_and_missing_inputs(tmp_path):
-    for job, key in (
-        ("train_preference", "dpo.loss_type"),
-        ("train_sft", "train.zero_stage"),
-        ("train_vlm", "pipeline_stages"),
-    ):
-        proc = _job(f"jobs/{job}.py", "--help")
-        assert proc.returncode == 0 and key in proc.stdout
-    proc = _job("jobs/train_preference.py", "--config", "configs/train_dpo.yaml", "dpo.loss_type=ipo",
-                "dpo.label_smoothing=0.1")  # fmt: skip
-    assert proc.returncode == 2 and "label_smoothing" in proc.stderr and "Traceback" not in proc.stderr
-    # A missing input is one line naming the key, before Ray starts or any model is built.
     missing = tmp_path / "nope.jsonl"
-    for args, key in (
-        (("jobs/train_sft.py", f"data.train={missing}"), "data.train"),
-        (("jobs/train_preference.py", "method=wspo", f"wspo.weak_sft_data={missing}"), "wspo.weak_sft_data"),
-        (("jobs/train_vlm.py", f"data.path={missing}"), "data.path"),
-        (("jobs/train_preference.py", f"model={tmp_path}/no-model"), "model"),
+    out = f"output_dir={tmp_path / 'out'}"
+    for module, cls, argv, key in (
+        (sft, sft.SFTConfig, [f"data.train={missing}"], "data.train"),
+        (preference, PreferenceConfig, ["method=wspo", f"wspo.weak_sft_data={missing}"], "wspo.weak_sft_data"),
+        (preference, PreferenceConfig, [f"model={tmp_path}/no-model"], "model"),
+        (vlm, vlm.TrainVLMConfig, [f"data.path={missing}"], "data.path"),
     ):
-        proc = _job(*args, f"output_dir={tmp_path / 'out'}")
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {key}: "), proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+        with pytest.raises(SystemExit) as exc:
+            job_main(cls, never, [*argv, out], check=module.check)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith(f"error: {key}: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        load_config(PreferenceConfig, REPO / "configs/train_dpo.yaml",
+                    ["dpo.loss_type=ipo", "dpo.label_smoothing=0.1"])  # fmt: skip

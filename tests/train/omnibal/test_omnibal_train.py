@@ -34,34 +34,37 @@ from tests.conftest import REPO, free_port
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def _count_worker(rank: int, port: int, counts: list[int], results) -> None:
+CASES = ([7, 7], [7, 6])  # per-rank micro-batch counts: equal, then one short
+
+
+def _count_worker(rank: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=len(counts))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        check_equal_across_ranks(counts[rank], "the number of micro-batches in epoch 0")
-        results.put((rank, "ok"))
-    except RuntimeError as err:
-        results.put((rank, str(err)))
+        for case, counts in enumerate(CASES):
+            try:
+                check_equal_across_ranks(counts[rank], "the number of micro-batches in epoch 0")
+                results.put((case, rank, "ok"))
+            except RuntimeError as err:
+                results.put((case, rank, str(err)))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("counts", [[7, 7], [7, 6]])
-def test_step_count_all_reduce_catches_a_mismatch_on_every_rank(counts):
+def test_batch_count_all_reduce_catches_a_mismatch_on_every_rank():
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    mp.start_processes(_count_worker, args=(free_port(), counts, results), nprocs=2, start_method="spawn")
-    out = dict(results.get(timeout=30) for _ in range(2))
-    if counts[0] == counts[1]:
-        assert out == {0: "ok", 1: "ok"}
-    else:
-        assert all("ranks disagree on the number of micro-batches" in msg and "between 6 and 7" in msg
-                   for msg in out.values())  # fmt: skip
+    mp.start_processes(_count_worker, args=(free_port(), results), nprocs=2, start_method="spawn")
+    out = {(case, rank): msg for case, rank, msg in (results.get(timeout=30) for _ in range(4))}
+    assert out[0, 0] == out[0, 1] == "ok"
+    for rank in (0, 1):
+        msg = out[1, rank]
+        assert "ranks disagree on the number of micro-batches" in msg and "between 6 and 7" in msg
 
 
 class CrashOnce(OmniBalTask):
-    """The last rank (stage 1 of replica 1) dies as step 5 of the first attempt starts (evaluation runs at the
-    end only, so the first 16 micro-batches fed to the pipeline are steps 1-4)."""
+    """The last rank (stage 1 of replica 1) dies as step 3 of the first attempt starts (evaluation runs at the
+    end only, so the first 8 micro-batches fed to the pipeline are steps 1-2)."""
 
     def __init__(self, *args, marker: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -73,10 +76,10 @@ class CrashOnce(OmniBalTask):
         ctx = ray.train.get_context()
         self.calls += 1
         last = ctx.get_world_rank() == ctx.get_world_size() - 1
-        if last and self.calls == 4 * 4 + 1 and not os.path.exists(self.marker):
+        if last and self.calls == 2 * 4 + 1 and not os.path.exists(self.marker):
             Path(self.marker).touch()
             # Ray registers a reported checkpoint at its next health check (every 2 s): die after that, so the
-            # step-4 checkpoint is the one to resume from.
+            # step-2 checkpoint is the one to resume from.
             time.sleep(5)
             os._exit(1)
         return super().pipeline_batch(batch)
@@ -85,7 +88,7 @@ class CrashOnce(OmniBalTask):
 @pytest.mark.slow
 def test_pipeline_two_stages_two_replicas_killed_worker_resumes(ray_session, tmp_path):
     """2 stages x 2 replicas = 4 workers on half a CPU each, the planned partition, a worker killed after the
-    step-4 checkpoint: the run resumes there, counts the restart, evaluates, and exports the whole model."""
+    step-2 checkpoint: the run resumes there, counts the restart, evaluates, and exports the whole model."""
     from transformers import AutoTokenizer
 
     from rayflow.llm import resolve_model
@@ -96,12 +99,12 @@ def test_pipeline_two_stages_two_replicas_killed_worker_resumes(ray_session, tmp
         [
             "train.num_workers=4",
             "train.cpus_per_worker=0.5",
-            "train.max_steps=6",
+            "train.max_steps=4",
             "train.checkpoint_every=2",
             "train.eval_every=0",
             "train.max_failures=1",
             "train.ray_reports=with_checkpoints",
-            "data.eval_samples=16",
+            "data.eval_samples=8",
         ],
     )
     assert cfg.data_parallel == 2 and cfg.train.grad_accum_steps == 4
@@ -126,15 +129,15 @@ def test_pipeline_two_stages_two_replicas_killed_worker_resumes(ray_session, tmp
                  strategy=PipelineStrategy(cfg.pipeline_stages))  # fmt: skip
 
     assert (tmp_path / "crashed").exists()  # the crash really happened
-    assert result.metrics["step"] == 6 and result.metrics["restarts"] == 1
-    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]  # no step lost or repeated
-    assert [h["restarts"] for h in result.history] == [0, 0, 0, 0, 1, 1]
+    assert result.metrics["step"] == 4 and result.metrics["restarts"] == 1
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4]  # no step lost or repeated
+    assert [h["restarts"] for h in result.history] == [0, 0, 1, 1]
     assert result.history[-1]["loss"] < result.history[0]["loss"]  # starts at ln(1025) ~ 6.93
     assert 0 < result.metrics["eval/loss"] < 7 and result.metrics["eval/num_tokens"] > 0
     # The checkpoint layout of every strategy, and the curves.
     ckpt = Path(result.checkpoint_path)
     assert {p.name for p in ckpt.iterdir()} >= {"trainer_state.json", "history.jsonl", "deepspeed", "hf"}
-    assert json.loads((ckpt / "trainer_state.json").read_text()) == {"step": 6, "total_steps": 6, "restarts": 1}
+    assert json.loads((ckpt / "trainer_state.json").read_text()) == {"step": 4, "total_steps": 4, "restarts": 1}
     assert any(Path(result.tensorboard_dir).glob("events.out.tfevents.*"))
     assert Path(result.curve_png).stat().st_size > 0
 
