@@ -45,7 +45,9 @@ class SamplingParams(Config):
     """How to decode. temperature 0 means greedy (deterministic)."""
 
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="nucleus sampling: likeliest tokens up to this mass; 1 = all"
+    )
     max_tokens: int = Field(64, ge=1, description="new tokens per prompt")
     stop: tuple[str, ...] = Field((), description="strings that end generation; not included in the text")
     seed: int | None = Field(None, description="sampling seed (temperature > 0); None = engine seed")
@@ -55,11 +57,15 @@ class SamplingParams(Config):
 class EngineConfig(Config):
     """Which model, on which backend. `model` is a local path, a hub id, or `tiny:<size>` (built offline)."""
 
-    backend: Literal["vllm", "hf", "openai"] = "hf"
+    backend: Literal["vllm", "hf", "openai"] = Field(
+        "hf", description="vllm (batched serving engine), hf (transformers) or openai (a /v1 server)"
+    )
     model: str = Field("tiny:tiny", description="local path, hub id, or tiny:<size>[@<train_steps>]")
     tokenizer: str | None = Field(None, description="defaults to model")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    seed: int = 0
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' dtype; auto = the checkpoint's"
+    )
+    seed: int = Field(0, description="engine seed; sampling uses it when sampling.seed is None")
     max_model_len: int | None = Field(None, description="context length; None = the model's")
     # hf
     device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto")
@@ -69,7 +75,7 @@ class EngineConfig(Config):
         None, gt=0, le=1, description="vllm: KV-cache fraction of GPU memory (of RAM on CPU); None = 0.9 GPU, 0.1 CPU"
     )
     enforce_eager: bool | None = Field(None, description="vllm: None = eager on CPU, graphs on GPU")
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model replica is split across")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vllm: extra vllm.LLM kwargs")
     # openai
     base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
@@ -78,7 +84,7 @@ class EngineConfig(Config):
     echo_logprobs: bool = Field(
         True, description="openai: server's /v1/completions returns prompt log-probs with echo (vLLM does)"
     )
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = Field(120.0, description="openai: seconds one HTTP request may take")
     max_concurrency: int = Field(8, ge=1, description="openai: requests in flight per batch")
 
     @model_validator(mode="after")
