@@ -76,3 +76,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def rayflow_logging():
+    """`job_main` configures the `rayflow` logger; put it back for the tests that follow."""
+    import logging
+
+    logger = logging.getLogger("rayflow")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

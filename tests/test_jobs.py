@@ -4,7 +4,6 @@ and `make demo`'s `ray job submit` path."""
 import functools
 import importlib.util
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -27,6 +26,8 @@ TABLE_START = "config keys (set with key=value, dotted for nested sections):\n"
 BAD_ARGV = {
     "bad value": ["jobs/generate.py", "--config", "configs/generate.yaml", "sampling.max_tokens=lots"],
     "unknown key": ["jobs/generate.py", "engine.modle=x"],
+    "bad choice": ["jobs/prox_refine.py", "--config", "configs/prox_refine.yaml", "generator=gpt"],
+    "missing input": ["jobs/prox_refine.py", "--config", "configs/prox_refine.yaml", "input=/nonexistent/corpus"],
 }
 
 # Every job's `--help` and the bad command lines in ONE interpreter: the jobs' imports (torch, Ray) are paid
@@ -193,6 +194,13 @@ def test_bad_command_lines_are_one_line_errors(runs):
     code, _, err = runs[tuple(BAD_ARGV["unknown key"])]
     assert code == "2"
     assert len(err.splitlines()) == 1 and err.startswith("error: unknown config key 'engine.modle'")
+    code, _, err = runs[tuple(BAD_ARGV["bad choice"])]
+    assert code == "2"
+    assert len(err.splitlines()) == 1 and err.startswith("error: generator: ") and "'gpt'" in err
+    # A missing input is refused by the job's check, before Ray starts.
+    code, _, err = runs[tuple(BAD_ARGV["missing input"])]
+    assert code == "2"
+    assert len(err.splitlines()) == 1 and err.startswith("error: input") and "/nonexistent/corpus" in err
 
 
 # Which job reads each shipped config; a new file in configs/ must be added here.
@@ -225,15 +233,6 @@ def test_every_shipped_config_loads_with_its_job():
 
 class TinyConfig(Config):
     input: str = Field("in.jsonl", description="input file")
-
-
-@pytest.fixture
-def rayflow_logging():
-    """job_main configures the `rayflow` logger; put it back for the tests that follow."""
-    logger = logging.getLogger("rayflow")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def test_job_shell_usage_without_arguments_and_missing_inputs(capsys, tmp_path, rayflow_logging):

@@ -3,7 +3,6 @@ through the DPO workflow with its summary and curves, the variants, WSPO's stage
 and the HF export, the job shells' input checks."""
 
 import json
-import logging
 import math
 import os
 import sys
@@ -263,15 +262,6 @@ def test_killed_worker_resumes_from_checkpoint_zero3_with_export(
     with torch.no_grad():
         _, metrics = SFTTask.compute_loss(task, model, task.make_batch(eval_rows))
     assert abs(metrics["nll"].mean().item() - result.metrics["eval/nll"]) < 1e-3  # = the workers' last eval
-
-
-@pytest.fixture
-def rayflow_logging():
-    """job_main configures the `rayflow` logger; put it back for the tests that follow."""
-    logger = logging.getLogger("rayflow")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def test_training_jobs_check_their_inputs_before_ray_starts(tmp_path, capsys, rayflow_logging):

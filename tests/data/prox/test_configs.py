@@ -1,4 +1,5 @@
-"""The shipped configs, run as users run them: `--help`, and the lm config through vLLM inside Ray Data."""
+"""The shipped lm config, run as users run it: the job through vLLM inside Ray Data (its `--help` and command-line
+errors are tested with every job's in tests/test_jobs.py)."""
 
 import json
 import os
@@ -23,24 +24,6 @@ def run_job(*args, timeout=300, ray_address="local"):
         text=True,
         timeout=timeout,
     )
-
-
-def test_help_and_config_errors():
-    proc = run_job("--help")
-    assert proc.returncode == 0
-    for key in (
-        "generator",
-        "lm.chunk_engine.model",
-        "executor.removal_ceiling",
-        "rules.min_words",
-        "long_line",
-    ):
-        assert key in proc.stdout
-    proc = run_job("--config", "configs/prox_refine.yaml", "generator=gpt")
-    assert proc.returncode == 2 and "generator" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_job("--config", "configs/prox_refine.yaml", "input=/nonexistent/corpus")
-    assert proc.returncode == 2 and "error: input " in proc.stderr and "/nonexistent/corpus" in proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
