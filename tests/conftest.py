@@ -6,6 +6,7 @@ two engines never run at once on a 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -19,6 +20,9 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# Train V2's controller polls its workers every 2 s, so each fit ends up to 2 s after its workers do; tests run
+# many short fits.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,3 +91,17 @@ def rayflow_logging():
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@contextlib.contextmanager
+def in_process_vllm():
+    """vLLM engines built inside this block run in the test process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): the
+    same engine and backend code without the engine-core and worker processes, so one starts in ~6-12 s instead
+    of ~30 s on CPU. Engines built after the block (the Serve tests') are multi-process again."""
+    from vllm import envs as vllm_envs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        yield
+    # An in-process engine freezes vLLM's environment settings, this switch included: read them afresh later.
+    vllm_envs.disable_envs_cache()

@@ -14,6 +14,7 @@ from rayflow.data.prox.stage import READ_SCHEMA, DocLevel
 from rayflow.eval.safety.label_eval import EvalSafetyConfig, JudgeTask
 from rayflow.llm import EngineConfig, SamplingParams
 from rayflow.train.precompute import ScoreTask
+from tests.conftest import in_process_vllm
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -26,7 +27,8 @@ SAMPLING = SamplingParams(max_tokens=6)
 def stage(tiny_model):
     """The generation stage as an actor would hold it; its engine serves the other three tests too."""
     cfg = EngineConfig(backend="vllm", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT)
-    stage = EngineStage([GenerateTask(cfg, SAMPLING)])
+    with in_process_vllm():  # the real engine without its worker processes: starts in seconds
+        stage = EngineStage([GenerateTask(cfg, SAMPLING)])
     yield stage
     stage.close()
 

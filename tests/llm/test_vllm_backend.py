@@ -11,6 +11,7 @@ fp32 model vLLM's log-probs equal a transformers forward pass to 1e-4 nats per t
 import pytest
 
 from rayflow.llm import EngineConfig, PromptRejected, SamplingParams, build_engine
+from tests.conftest import in_process_vllm
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -25,16 +26,10 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def engines(tiny_model):
-    from vllm import envs as vllm_envs
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    with in_process_vllm():
         vllm = build_engine(
             EngineConfig(backend="vllm", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT)
         )
-    # The in-process engine froze vLLM's environment settings, this switch included: let engines built later
-    # in this test process read the environment again.
-    vllm_envs.disable_envs_cache()
     hf = build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT))
     yield vllm, hf
     vllm.close()
