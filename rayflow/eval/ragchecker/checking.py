@@ -223,8 +223,9 @@ class NLIChecker:
 
     def __init__(self, model: str, cfg: CheckingConfig, cache: LabelCache | None = None, device: str = "cpu"):
         import torch
-        from rayflow.eval.ragchecker.tiny_nli import resolve_nli_model
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from rayflow.eval.ragchecker.tiny_nli import resolve_nli_model
 
         self.model_name, self.cfg, self.cache = model, cfg, cache
         path = resolve_nli_model(model)

@@ -51,17 +51,17 @@ def check_item(obj: Any, metrics: Sequence[str], default_id: str) -> tuple[dict 
     item["retrieved_context"] = chunks
     for name in ("response_claims", "gt_answer_claims"):
         claims = item.get(name)
-        if claims is not None and not (
-            isinstance(claims, list)
-            and all(isinstance(c, str) or (isinstance(c, list) and all(isinstance(p, str) for p in c))
-                    for c in claims)  # fmt: skip
-        ):
+        if claims is not None and not (isinstance(claims, list) and all(map(_is_claim, claims))):
             return None, f"{name}: must be a list of claims (triplet lists or strings)"
     for field in LABEL_FIELDS:
         problem = _check_labels(item, field)
         if problem:
             return None, problem
     return item, None
+
+
+def _is_claim(claim: Any) -> bool:
+    return isinstance(claim, str) or (isinstance(claim, list) and all(isinstance(p, str) for p in claim))
 
 
 def _check_labels(item: dict, field: str) -> str | None:

@@ -50,11 +50,13 @@ class EvalRagConfig(CheckingConfig):
     )
     output_dir: str = Field("outputs/eval_rag", description="report, plot, errors, label cache, run.json")
     output_path: str | None = Field(
-        None, description="RAGChecker's output JSON (items, claims, labels, metrics); None = output_dir/results.json"
+        None,
+        description="RAGChecker's output JSON (items, claims, labels, metrics); None = output_dir/results.json",
     )
     extractor_name: str = Field("tiny:tiny", description="claim-extraction LLM (model name for the engine)")
     checker_name: str = Field(
-        "tiny:tiny", description="checking LLM, or nli (RefChecker's NLI model), nli:<hub id or dir>, nli:tiny"
+        "tiny:tiny",
+        description="checking LLM, or nli (RefChecker's NLI model), nli:<hub id or dir>, nli:tiny",
     )
     metrics: list[str] = Field(
         ["all_metrics"],
@@ -66,7 +68,9 @@ class EvalRagConfig(CheckingConfig):
         description="backend settings of the extractor and LLM checker (model: from *_name)",
     )
     cache: bool = Field(True, description="keep claims and labels in output_dir/label_cache (resumable)")
-    stage: StageConfig = Field(StageConfig(batch_size=8), description="the evaluation actors (items per batch)")
+    stage: StageConfig = Field(
+        StageConfig(batch_size=8), description="the evaluation actors (items per batch)"
+    )
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -173,7 +177,9 @@ def run(cfg: EvalRagConfig) -> Result:
                         resolve_model_path(name)  # build a tiny model once here, not in every actor
                 log.info("evaluating %d items: extractor %s, checker %s (%s)", len(items), cfg.extractor_name,
                          cfg.checker_name, "joint" if cfg.joint_check else "single")  # fmt: skip
-                rows = [{"key": i, "item": json.dumps(item, ensure_ascii=False)} for i, item in enumerate(items)]
+                rows = [
+                    {"key": i, "item": json.dumps(item, ensure_ascii=False)} for i, item in enumerate(items)
+                ]
                 checker_engine = None if cfg.nli_model else cfg.engine_for(cfg.checker_name)
                 tasks = [ExtractTask(cfg, cfg.engine_for(cfg.extractor_name)), CheckTask(cfg, checker_engine)]
                 ds = engine_map(ray.data.from_items(rows), tasks, cfg.stage)
@@ -185,7 +191,9 @@ def run(cfg: EvalRagConfig) -> Result:
         with wf.phase("report"):
             path = cfg.results_path()
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"results": results, "metrics": overall}, indent=2, ensure_ascii=False))
+            path.write_text(
+                json.dumps({"results": results, "metrics": overall}, indent=2, ensure_ascii=False)
+            )
             out.mkdir(parents=True, exist_ok=True)
             with (out / "errors.jsonl").open("w", encoding="utf-8") as f:
                 for error in errors:
@@ -193,18 +201,20 @@ def run(cfg: EvalRagConfig) -> Result:
             write_report(out, cfg, overall, len(results), errors)
         summary = {"items_in": n_in, "evaluated": len(results), "errors": len(errors), "metrics": overall,
                    "output_path": str(path)}  # fmt: skip
-        return wf.finish(summary, f"evaluated {len(results)} of {n_in} items ({len(errors)} errors) -> {path}")
+        return wf.finish(
+            summary, f"evaluated {len(results)} of {n_in} items ({len(errors)} errors) -> {path}"
+        )
 
 
 def write_report(out: Path, cfg: EvalRagConfig, overall: dict, n: int, errors: list[dict]) -> None:
     """report.md (the metrics as a table) and metrics.png (a bar chart of them); metrics.json too."""
     write_json(out / "metrics.json", overall)
+    mode = f"joint, {cfg.joint_check_num} claims per prompt" if cfg.joint_check else "one claim per prompt"
     lines = [
         "# RAGChecker evaluation",
         "",
         f"Input: `{cfg.input_path}` ({n} items evaluated, {len(errors)} errors: see errors.jsonl). "
-        f"Extractor `{cfg.extractor_name}`, checker `{cfg.checker_name}` "
-        f"({'joint, %d claims per prompt' % cfg.joint_check_num if cfg.joint_check else 'one claim per prompt'}).",
+        + f"Extractor `{cfg.extractor_name}`, checker `{cfg.checker_name}` ({mode}).",
         "",
         "Percentages, averaged over items. Lower is better for noise sensitivity and hallucination.",
         "",
