@@ -12,6 +12,12 @@ export PYTHONDONTWRITEBYTECODE ?= 1
 .PHONY: setup demo test bench clean
 
 setup: $(STAMP)
+	@# The assistant's web-page test drives a headless Chromium (Debian's package) through Playwright.
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "note: the web-page test skips without Chromium: install it with 'sudo apt-get install -y chromium'" \
+		"(Debian/Ubuntu), or point RAYFLOW_CHROMIUM at a Chrome or Chromium executable"; fi
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "rayflow needs Python >= 3.11"'

@@ -13,7 +13,7 @@ flow's view of a `rayflow.retrieval` index), `static/` (the web page the Serve a
 
 from rayflow.rag.citations import attach_citations
 from rayflow.rag.flow import AssistantAnswer, AssistantConfig, Citation, Passage, Searcher, answer
-from rayflow.rag.metadata import MetadataFilter, route_metadata
+from rayflow.rag.metadata import route_metadata
 from rayflow.rag.prompts import PROMPT_VERSION
 from rayflow.rag.trace import Trace, TraceStep
 
@@ -22,7 +22,6 @@ __all__ = [
     "AssistantAnswer",
     "AssistantConfig",
     "Citation",
-    "MetadataFilter",
     "Passage",
     "Searcher",
     "Trace",

@@ -27,8 +27,9 @@ from rayflow.eval.safety.llm import Generate
 from rayflow.llm import Message, PromptRejected, SamplingParams
 from rayflow.rag import prompts as P
 from rayflow.rag.citations import attach_citations
-from rayflow.rag.metadata import MetadataFilter, route_metadata
+from rayflow.rag.metadata import route_metadata
 from rayflow.rag.trace import Trace, TraceStep
+from rayflow.retrieval.filters import Filters
 
 Mode = Literal["dense", "sparse", "hybrid"]
 
@@ -74,7 +75,7 @@ class Searcher(Protocol):
         """The values of the `field` metadata the index holds (for metadata routing)."""
         ...
 
-    def search(self, query: str, top_k: int, mode: Mode, filters: MetadataFilter | None) -> list[Passage]:
+    def search(self, query: str, top_k: int, mode: Mode, filters: Filters | None) -> list[Passage]:
         """Best first, filters applied before ranking."""
         ...
 
@@ -112,7 +113,7 @@ class AssistantAnswer(BaseModel):
     route: Literal["retrieve", "direct", "clarify"]
     standalone_query: str
     subqueries: list[str] = Field(default_factory=list)
-    filters: MetadataFilter = MetadataFilter()
+    filters: Filters = Filters()
     trace: list[TraceStep] = Field(default_factory=list)
     prompt_version: str = P.PROMPT_VERSION
 
@@ -216,7 +217,7 @@ async def decompose(run: Run, question: str) -> list[str]:
     return subqueries or [question]
 
 
-def metadata(run: Run, question: str) -> MetadataFilter:
+def metadata(run: Run, question: str) -> Filters:
     """Field and year filters named in the question (see `rayflow.rag.metadata`)."""
     t = run.trace.start()
     filters = route_metadata(question, run.searcher.fields())
@@ -224,7 +225,7 @@ def metadata(run: Run, question: str) -> MetadataFilter:
     return filters
 
 
-async def retrieve(run: Run, subqueries: Sequence[str], filters: MetadataFilter) -> list[list[Passage]]:
+async def retrieve(run: Run, subqueries: Sequence[str], filters: Filters) -> list[list[Passage]]:
     """`candidates` chunks per sub-query from the index (`mode`), filters applied before ranking."""
     t = run.trace.start()
     found = [
@@ -233,7 +234,7 @@ async def retrieve(run: Run, subqueries: Sequence[str], filters: MetadataFilter)
             q,
             run.config.candidates,
             run.config.mode,
-            None if filters.is_empty() else filters,
+            filters if filters.active else None,
         )
         for q in subqueries
     ]

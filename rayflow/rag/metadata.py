@@ -5,7 +5,7 @@ fields the index actually holds and against year phrases, so a filter is never a
 the same question always routes the same way.
 
     route_metadata("RAG papers in nlp since 2021", ["nlp", "vision"])
-    # MetadataFilter(field="nlp", year_min=2021, year_max=None)
+    # Filters(field=["nlp"], year_min=2021)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from rayflow.retrieval.filters import Filters
 
 _YEAR = r"((?:19|20)\d\d)"
 # Ordered: ranges first, so "between 2019 and 2021" is not read as "in 2019".
@@ -27,20 +27,6 @@ _RULES: list[tuple[re.Pattern, str]] = [
     (re.compile(rf"\b(?:until|up to|through)\s+{_YEAR}\b", re.IGNORECASE), "until"),
     (re.compile(rf"\b(?:in|during|from the year)\s+{_YEAR}\b", re.IGNORECASE), "in"),
 ]
-
-
-class MetadataFilter(BaseModel):
-    """Filters applied before ranking: a field value (exact, case-insensitive match with the index's) and an
-    inclusive year range; None = no constraint."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str | None = None
-    year_min: int | None = Field(None, ge=0)
-    year_max: int | None = Field(None, ge=0)
-
-    def is_empty(self) -> bool:
-        return self.field is None and self.year_min is None and self.year_max is None
 
 
 def years_in(question: str) -> tuple[int | None, int | None]:
@@ -72,7 +58,9 @@ def field_in(question: str, fields: Iterable[str]) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def route_metadata(question: str, fields: Iterable[str]) -> MetadataFilter:
-    """The filters `question` asks for, given the field values the index holds."""
+def route_metadata(question: str, fields: Iterable[str]) -> Filters:
+    """The filters `question` asks for, given the field values the index holds (`rayflow.retrieval`'s
+    `Filters`, applied by the index before ranking)."""
     year_min, year_max = years_in(question)
-    return MetadataFilter(field=field_in(question, fields), year_min=year_min, year_max=year_max)
+    field = field_in(question, fields)
+    return Filters(field=[field] if field else None, year_min=year_min, year_max=year_max)

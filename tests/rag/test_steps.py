@@ -6,8 +6,9 @@ import asyncio
 import pytest
 
 from rayflow.llm import Generation, PromptRejected
-from rayflow.rag import AssistantConfig, MetadataFilter, Passage, answer, attach_citations, route_metadata
+from rayflow.rag import AssistantConfig, Passage, answer, attach_citations, route_metadata
 from rayflow.rag import prompts as P
+from rayflow.retrieval.filters import Filters
 
 PASSAGES = [
     "Faiss builds HNSW graphs for fast approximate nearest neighbour vector search.",
@@ -42,13 +43,16 @@ def test_parsers_read_only_what_they_expect():
 @pytest.mark.parametrize(
     "question, expected",
     [
-        ("RAG papers in nlp since 2021", MetadataFilter(field="nlp", year_min=2021)),
-        ("computer vision work between 2022 and 2019", MetadataFilter(field="computer vision", year_min=2019, year_max=2022)),
-        ("robotics before 2020", MetadataFilter(field="robotics", year_max=2019)),
-        ("vision results after 2020", MetadataFilter(field="vision", year_min=2021)),
-        ("nlp or robotics, 2018-2020", MetadataFilter(year_min=2018, year_max=2020)),
-        ("what is attention in 2017?", MetadataFilter(year_min=2017, year_max=2017)),
-        ("nlpx methods", MetadataFilter()),
+        ("RAG papers in nlp since 2021", Filters(field=["nlp"], year_min=2021)),
+        (
+            "computer vision work between 2022 and 2019",
+            Filters(field=["computer vision"], year_min=2019, year_max=2022),
+        ),
+        ("robotics before 2020", Filters(field=["robotics"], year_max=2019)),
+        ("vision results after 2020", Filters(field=["vision"], year_min=2021)),
+        ("nlp or robotics, 2018-2020", Filters(year_min=2018, year_max=2020)),
+        ("what is attention in 2017?", Filters(year_min=2017, year_max=2017)),
+        ("nlpx methods", Filters()),
     ],
 )
 def test_metadata_routing(question, expected):
@@ -89,8 +93,10 @@ class Index:
     def search(self, query, top_k, mode, filters):
         self.calls.append((query, mode, filters))
         docs = ["p1", "p2", "p2"]
-        return [Passage(doc, f"{doc}#{i}", t, 1.0 / (i + 1), f"title {doc}", f"https://x/{doc}")
-                for i, (doc, t) in enumerate(zip(docs, PASSAGES))][:top_k]
+        return [
+            Passage(doc, f"{doc}#{i}", t, 1.0 / (i + 1), f"title {doc}", f"https://x/{doc}")
+            for i, (doc, t) in enumerate(zip(docs, PASSAGES))
+        ][:top_k]
 
     def rerank(self, query, passages):
         return passages
@@ -136,7 +142,7 @@ def test_full_flow_with_critique_refine_and_rag_checker_fields():
     )
     assert result.route == "retrieve"
     assert result.subqueries == ["How does HNSW vector search work?", "How does BM25 ranking work?"]
-    assert result.filters == MetadataFilter(field="ir", year_min=2020)
+    assert result.filters == Filters(field=["ir"], year_min=2020)
     assert [c[2] for c in index.calls] == [result.filters, result.filters]  # filters reach the index
     assert result.response == (
         "HNSW graphs give fast vector search [1]. Rank fusion merges dense and sparse rankings [2]."
@@ -146,7 +152,10 @@ def test_full_flow_with_critique_refine_and_rag_checker_fields():
         "route", "clarify", "rewrite", "decompose", "metadata", "retrieve", "rerank", "filter",
         "sub_answer", "answer", "citations", "critique", "refine", "citations",
     ]  # fmt: skip
-    assert result.trace[11].detail["verdict"] == "no" and result.trace[11].detail["reason"] == "it misses fusion."
+    assert (
+        result.trace[11].detail["verdict"] == "no"
+        and result.trace[11].detail["reason"] == "it misses fusion."
+    )
     assert {"query_id", "query", "response", "retrieved_context"} <= set(result.model_dump())
     assert result.retrieved_context[0] == {"doc_id": "p1", "text": PASSAGES[0]}
     assert sum("sub-questions" in s for s in seen) == 1
@@ -164,7 +173,9 @@ def test_filter_drops_a_paper_and_yes_stops_the_critique():
 
 
 def test_direct_route_and_one_clarifying_question_per_conversation():
-    result, _, _ = run("Hi there", {"Reply with the single word": "DIRECT", "Answer the question briefly": "Hello."})
+    result, _, _ = run(
+        "Hi there", {"Reply with the single word": "DIRECT", "Answer the question briefly": "Hello."}
+    )
     assert (result.route, result.response, result.citations) == ("direct", "Hello.", [])
     asks = {"clarifying question": "[ASK] Which kind of retrieval do you mean?"}
     result, _, _ = run("Tell me about retrieval", asks)
