@@ -205,9 +205,11 @@ def test_bad_command_lines_are_one_line_errors(runs):
 
 # Which job reads each shipped config; a new file in configs/ must be added here.
 CONFIG_JOBS = {
+    "eval_conflicts": "eval_conflicts.py",
     "eval_rag": "eval_rag.py",
     "eval_safety": "eval_safety.py",
     "generate": "generate.py",
+    "make_conflicts": "make_conflicts.py",
     "prox_refine": "prox_refine.py",
     "prox_refine_lm": "prox_refine.py",
     "sweep_beta": "sweep_beta.py",
