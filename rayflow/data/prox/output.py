@@ -3,14 +3,20 @@
 Layout under `output_dir` (a local path or any pyarrow filesystem URI):
 
     data/part-<key>.parquet     refined rows: id, text, raw_content, doc_program, chunk_program, kept,
-                                n_error_ops, drop_reason, the input's other columns, and `prox` (bookkeeping)
+                                n_error_ops, drop_reason, input_fields (the input's other fields, one JSON
+                                object as text), and `prox` (bookkeeping)
     errors/part-<key>.parquet   error records: source, row, id, error (kind), reason, raw (preview)
     _prox_job.json              what produced the parts (config fingerprint); a rerun must match it
     summary.json, run.json
 
-Exactly once: each part is written to a temporary name and renamed into place, so a part is either complete or
-absent; its name is a hash of the `(source, row)` keys it holds, so a retried write replaces rather than
-duplicates. A rerun reads the keys of committed parts and skips those rows: no row is lost or written twice.
+Every data part has the same schema whatever the input holds: parts are written independently, and Parquet
+readers take one part's schema for all (pyarrow drops columns the first part lacks and casts conflicting types),
+so the input's other fields are one JSON text column rather than a column each.
+
+Exactly once: each part is written to a temporary name (`.tmp-*`) and renamed into place, so a committed part
+(`part-*`) is complete; its name is a hash of the `(source, row)` keys it holds, so a retried write replaces
+rather than duplicates. A rerun removes the temporary files a kill left, reads the keys of committed parts and
+skips those rows: no row is lost or written twice. A row that cannot be written is committed as an error record.
 
 Plain pyarrow; no Ray.
 """
@@ -31,6 +37,7 @@ import pyarrow.parquet as pq
 from rayflow.data.prox.reader import filesystem
 
 DATA, ERRORS, JOB_FILE = "data", "errors", "_prox_job.json"
+PART_PREFIX, TMP_PREFIX = "part-", ".tmp-"
 OUTPUT_COLUMNS = (
     "id",
     "text",
@@ -40,6 +47,7 @@ OUTPUT_COLUMNS = (
     "kept",
     "n_error_ops",
     "drop_reason",
+    "input_fields",
 )
 PROX_FIELDS = {
     "source": pa.string(),
@@ -97,8 +105,12 @@ class Output:
         return posixpath.join(self.root, *parts)
 
     def parts(self, kind: str) -> list[str]:
+        """The committed parts of `kind` (`data` or `errors`), sorted: never a temporary file."""
+        return sorted(i.path for i in self._listing(kind) if i.base_name.startswith(PART_PREFIX))
+
+    def _listing(self, kind: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(kind), allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(selector) if i.path.endswith(".parquet"))
+        return [i for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File]
 
     def check(self, fingerprint: dict, overwrite: bool) -> None:
         """Raise `OutputMismatchError` when the directory holds parts of a job with other settings, unless
@@ -126,10 +138,17 @@ class Output:
                 self.fs.delete_dir_contents(self.path(kind), missing_dir_ok=True)
         for kind in (DATA, ERRORS):
             self.fs.create_dir(self.path(kind), recursive=True)
+            # A write killed before its rename left a temporary file, complete or cut short: its rows are not
+            # committed, so this run redoes them.
+            for info in self._listing(kind):
+                if info.base_name.startswith(TMP_PREFIX):
+                    self.fs.delete_file(info.path)
         self._write_bytes(self.path(JOB_FILE), json.dumps(fingerprint, indent=2, sort_keys=True).encode())
 
     def _write_bytes(self, path: str, payload: bytes) -> None:
-        tmp = posixpath.join(posixpath.dirname(path), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        tmp = posixpath.join(
+            posixpath.dirname(path), f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}"
+        )
         with self.fs.open_output_stream(tmp) as f:
             f.write(payload)
         self.fs.move(tmp, path)
@@ -152,23 +171,53 @@ class Output:
             return pq.read_table(f, columns=columns)
 
     def write_rows(self, rows: list[dict]) -> tuple[int, int]:
-        """Commit one batch of stage rows as a data part and an errors part; returns (data rows, error rows)."""
+        """Commit one batch of stage rows as a data part and an errors part; returns (data rows, error rows).
+
+        A row the data table cannot hold becomes an `unwritable` error record; the others are written.
+        """
         good = [r for r in rows if r["error"] is None]
         bad = [r for r in rows if r["error"] is not None]
         if good:
-            self._commit(DATA, good, data_table(good))
+            try:
+                table = data_table(good)
+            except _CONVERSION_ERRORS:
+                good, unwritable = _split_unwritable(good)
+                bad += unwritable
+                table = data_table(good) if good else None
+            if table is not None:
+                self._commit(DATA, good, table)
         if bad:
             self._commit(ERRORS, bad, error_table(bad))
         return len(good), len(bad)
 
     def _commit(self, kind: str, rows: list[dict], table: pa.Table) -> None:
         keys = sorted(f"{r['source']}\x00{r['row']}" for r in rows)
-        name = f"part-{hashlib.sha1(chr(10).join(keys).encode()).hexdigest()[:20]}.parquet"
+        name = f"{PART_PREFIX}{hashlib.sha1(chr(10).join(keys).encode()).hexdigest()[:20]}.parquet"
         final = self.path(kind, name)
-        tmp = self.path(kind, f".tmp-{uuid.uuid4().hex}-{name}")
+        tmp = self.path(kind, f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}")
         with self.fs.open_output_stream(tmp) as f:
             pq.write_table(table, f)
         self.fs.move(tmp, final)
+
+
+# What building an Arrow table raises for a value it cannot hold (a lone surrogate, a wrong type, an overflow).
+_CONVERSION_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def _split_unwritable(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """`(writable, error records)`: each row tried alone in a data table (only after a batch failed)."""
+    writable, failed = [], []
+    for row in rows:
+        try:
+            data_table([row])
+        except _CONVERSION_ERRORS as err:
+            reason = f"row {row['row']}: cannot be written: {type(err).__name__}: {err}"
+            failed.append(
+                {**row, "error": "unwritable", "reason": reason[:300], "raw": str(row["text"])[:300]}
+            )
+        else:
+            writable.append(row)
+    return writable, failed
 
 
 def steady_rate(output: Output) -> dict[str, float]:
@@ -178,8 +227,8 @@ def steady_rate(output: Output) -> dict[str, float]:
     """
     parts = []
     for kind in (DATA, ERRORS):
-        for info in output.fs.get_file_info(pafs.FileSelector(output.path(kind), allow_not_found=True)):
-            if info.path.endswith(".parquet"):
+        for info in output._listing(kind):
+            if info.base_name.startswith(PART_PREFIX):
                 with output.fs.open_input_file(info.path) as f:
                     parts.append((info.mtime.timestamp(), pq.ParquetFile(f).metadata.num_rows))
     parts.sort()
@@ -191,9 +240,7 @@ def steady_rate(output: Output) -> dict[str, float]:
 
 
 def data_table(rows: list[dict]) -> pa.Table:
-    """Output rows: the ProX columns, then the input's other columns, then the `prox` bookkeeping struct."""
-    extras = [json.loads(r["extra"]) for r in rows]
-    extra_names = list(dict.fromkeys(k for e in extras for k in e))
+    """Output rows: the ProX columns (the input's other fields as JSON text last), then the `prox` struct."""
     columns: dict[str, Any] = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
         "text": pa.array([r["refined"] if r["kept"] else "" for r in rows], pa.string()),
@@ -203,11 +250,8 @@ def data_table(rows: list[dict]) -> pa.Table:
         "kept": pa.array([bool(r["kept"]) for r in rows], pa.bool_()),
         "n_error_ops": pa.array([int(r["n_error_ops"]) for r in rows], pa.int64()),
         "drop_reason": pa.array([r["drop_reason"] or None for r in rows], pa.string()),
+        "input_fields": pa.array([r["extra"] for r in rows], pa.string()),
     }
-    for name in extra_names:
-        # An input column named like an output column keeps its value under `input_<name>`.
-        column = f"input_{name}" if name in columns or name == "prox" else name
-        columns[column] = pa.array([e.get(name) for e in extras])
     prox = {k: pa.array([_scalar(r[k]) for r in rows], t) for k, t in PROX_FIELDS.items()}
     for key in ("tokens_in", "tokens_out"):
         prox[key] = pa.array([None if r[key] < 0 else int(r[key]) for r in rows], pa.int64())
@@ -220,20 +264,25 @@ def _scalar(value):
 
 
 def error_table(rows: list[dict]) -> pa.Table:
+    """Error records; their text is made valid UTF-8 (a lone surrogate becomes `?`) so that they always write."""
     return pa.Table.from_pylist(
         [
             {
-                "source": r["source"],
+                "source": _valid(r["source"]),
                 "row": int(r["row"]),
-                "id": r.get("id") or None,
+                "id": _valid(r.get("id") or None),
                 "error": r["error"],
-                "reason": r["reason"],
-                "raw": r.get("raw") or "",
+                "reason": _valid(r["reason"]),
+                "raw": _valid(r.get("raw") or ""),
             }
             for r in rows
         ],
         schema=ERROR_SCHEMA,
     )
+
+
+def _valid(text: str | None) -> str | None:
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def compute_stats(output: Output) -> dict[str, Any]:

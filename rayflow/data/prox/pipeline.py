@@ -30,7 +30,15 @@ from rayflow.data.prox.executor import ExecutorConfig
 from rayflow.data.prox.generator import GeneratorName
 from rayflow.data.prox.lm import LMConfig, LMGenerator
 from rayflow.data.prox.output import Output, OutputMismatchError, compute_stats
-from rayflow.data.prox.reader import InputFile, ReadOptions, filesystem, list_inputs, read_rows
+from rayflow.data.prox.reader import (
+    InputFile,
+    OtherFiles,
+    ReadOptions,
+    filesystem,
+    list_inputs,
+    read_rows,
+    scan_inputs,
+)
 from rayflow.data.prox.rules import RulesConfig, RulesGenerator
 from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
 from rayflow.workflow import SUMMARY_FILE, InputError, Result, Workflow, require_model
@@ -43,6 +51,11 @@ class ProxRefineConfig(Config):
 
     input: str = Field(
         "examples/web_corpus.jsonl", description="JSONL(.gz)/Parquet file or directory, path or URI"
+    )
+    other_files: OtherFiles = Field(
+        "skip",
+        description="input files not named .jsonl/.json/.ndjson[.gz|.zst|.bz2] or .parquet: skip (listed in "
+        "one warning) or jsonl (read them as JSONL)",
     )
     output_dir: str = Field(
         "outputs/prox", description="data/, errors/, summary.json, run.json (path or URI)"
@@ -80,6 +93,7 @@ class ProxRefineConfig(Config):
 # Settings that change what the output holds: a resumed run must use the same ones.
 _FINGERPRINT_KEYS = (
     "input",
+    "other_files",
     "text_field",
     "id_field",
     "generator",
@@ -98,7 +112,8 @@ def fingerprint(cfg: ProxRefineConfig) -> dict[str, Any]:
         data.pop("lm")
     else:
         data.pop("rules")
-    return {k: data[k] for k in _FINGERPRINT_KEYS if k in data}
+    # Version 2: the input's other fields in one JSON text column (`input_fields`), not a column each.
+    return {"output_format": 2, **{k: data[k] for k in _FINGERPRINT_KEYS if k in data}}
 
 
 def _read_file(batch: pa.Table, fs, options: ReadOptions):
@@ -130,7 +145,7 @@ def check(cfg: ProxRefineConfig) -> None:
     """Inputs, models and the output directory, before Ray starts or a model loads: a missing input, or an
     output directory holding another job's parts (without `overwrite`), is an `InputError`."""
     try:
-        list_inputs(cfg.input)
+        scan_inputs(cfg.input, cfg.other_files)  # quietly: the run lists them again, with its one warning
     except FileNotFoundError as err:
         raise InputError(str(err)) from None  # it names the key: "input '...' does not exist"
     if cfg.generator == "lm":
@@ -169,7 +184,7 @@ def run(cfg: ProxRefineConfig) -> Result:
 
 def _refine(cfg: ProxRefineConfig, output: Output) -> dict[str, Any]:
     """The Ray Data plan: read -> doc and chunk levels on the engine stage -> committed parts; the stats."""
-    files = list_inputs(cfg.input)
+    files = list_inputs(cfg.input, cfg.other_files)
     fs, _ = filesystem(cfg.input)
     output.prepare(fingerprint(cfg), cfg.overwrite)
     done = output.done_rows()

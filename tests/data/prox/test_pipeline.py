@@ -43,7 +43,7 @@ def test_sample_corpus_loses_its_boilerplate(ray_session, tmp_path):
     assert (
         bees["kept"]
         and bees["raw_content"].startswith("Menu\n")
-        and bees["url"] == "https://example.org/bees"
+        and json.loads(bees["input_fields"]) == {"url": "https://example.org/bees"}
     )
     for boilerplate in ("Menu", "Posted by admin", "Powered by WordPress", "Next post »", "Tags:"):
         assert boilerplate in bees["raw_content"] and boilerplate not in bees["text"]
@@ -65,7 +65,7 @@ def test_sample_corpus_loses_its_boilerplate(ray_session, tmp_path):
         "kept",
         "n_error_ops",
         "drop_reason",
-        "url",
+        "input_fields",
         "prox",
     }
     # A rerun finds everything committed and does nothing.
