@@ -4,12 +4,18 @@ Every backend renders prompts with `prompt_token_ids` and the model's own tokeni
 prompt means the same tokens everywhere. Before a batch reaches the model, each backend checks every prompt
 with `generation_refusal` / `scoring_refusal` and answers the ones that fail with a `PromptRejected`:
 
+* text that is not valid Unicode (a lone surrogate: tokenizers cannot encode it);
 * an empty prompt (no token to condition on);
 * a token id below 0 or at/above the model's vocabulary size;
 * a prompt that does not fit the context length (`EngineConfig.max_model_len`, else the model's):
   generation needs the prompt to leave room for at least one new token; scoring needs
   prompt + completion to leave one position free (vLLM scores with a one-token generation pass, and the
-  other backends keep the same limit so a pair is accepted or refused alike everywhere).
+  other backends keep the same limit so a pair is accepted or refused alike everywhere);
+* a generation whose `max_tokens` exceeds the context length (no prompt could leave that room), refused
+  with `field="max_tokens"`.
+
+`generation_inputs` and `scoring_inputs` apply the whole rule to a batch. Sampling fields with fixed bounds
+(seed range, non-empty stop strings) are checked by `SamplingParams` itself.
 
 A prompt that fits but leaves fewer than `max_tokens` positions is served, and generation stops at the
 context with `finish_reason="length"` (`new_token_budget`): vLLM, offline and as an OpenAI server, caps
@@ -21,7 +27,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rayflow.llm.models import resolve_model_path
-from rayflow.llm.types import Completion, EngineConfig, EngineError, Prompt
+from rayflow.llm.types import (
+    Completion,
+    EngineConfig,
+    EngineError,
+    Prompt,
+    PromptRejected,
+    SamplingParams,
+    unicode_problem,
+)
 
 
 def load_tokenizer(config: EngineConfig):
@@ -58,6 +72,62 @@ def completion_token_ids(tokenizer, completion: Completion) -> list[int]:
     if isinstance(completion, str):
         return tokenizer(completion, add_special_tokens=False)["input_ids"]
     return list(completion)
+
+
+def text_refusal(prompt: Prompt | Completion, what: str = "prompt") -> str | None:
+    """Why this prompt's text cannot be tokenised (invalid Unicode in a string or a message), or None."""
+    if isinstance(prompt, str):
+        texts = [prompt]
+    elif isinstance(prompt, list):
+        texts = [v for m in prompt if isinstance(m, dict) for v in m.values() if isinstance(v, str)]
+    else:
+        return None  # a wrong type is the caller's mistake: prompt_token_ids raises TypeError for it
+    problem = next((p for p in map(unicode_problem, texts) if p), None)
+    return f"the {what} is {problem}" if problem else None
+
+
+def generation_inputs(
+    tokenizer, prompts: Sequence[Prompt], params: SamplingParams, context: int | None, vocab_size: int | None
+) -> list[list[int] | PromptRejected]:
+    """Per prompt, its token ids, or a `PromptRejected` when the engine refuses it (the rule above).
+
+    `context` and `vocab_size` are in tokens; None skips that check.
+    """
+    out: list[list[int] | PromptRejected] = []
+    for prompt in prompts:
+        reason = text_refusal(prompt)
+        ids = [] if reason else prompt_token_ids(tokenizer, prompt)
+        reason = reason or generation_refusal(ids, context, vocab_size)
+        if reason:
+            out.append(PromptRejected(reason))
+        elif context is not None and params.max_tokens > context:
+            out.append(PromptRejected(
+                f"max_tokens is {params.max_tokens}, more than the context length {context}", "max_tokens"
+            ))  # fmt: skip
+        else:
+            out.append(ids)
+    return out
+
+
+def scoring_inputs(
+    tokenizer,
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    context: int | None,
+    vocab_size: int | None,
+) -> list[tuple[list[int], list[int]] | PromptRejected]:
+    """Per pair, (prompt ids, completion ids), or a `PromptRejected` when the engine refuses it."""
+    check_pairs(prompts, completions)
+    out: list[tuple[list[int], list[int]] | PromptRejected] = []
+    for prompt, completion in zip(prompts, completions):
+        reason = text_refusal(prompt) or text_refusal(completion, "completion")
+        if reason:
+            out.append(PromptRejected(reason))
+            continue
+        p, c = prompt_token_ids(tokenizer, prompt), completion_token_ids(tokenizer, completion)
+        reason = scoring_refusal(p, c, context, vocab_size)
+        out.append(PromptRejected(reason) if reason else (p, c))
+    return out
 
 
 def check_pairs(prompts: Sequence[Prompt], completions: Sequence[Completion]) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rayflow.config import Config
 
@@ -35,6 +35,22 @@ Message = dict[str, str]
 Prompt = str | list[Message] | list[int]
 """A raw prompt string, a chat conversation, or prompt token ids."""
 Completion = str | list[int]
+
+SEED_MAX = 2**63 - 1
+"""Largest seed every backend accepts: torch's generators take 64-bit seeds, and vLLM's engine client cannot
+send integers past 64 bits to its engine process (a larger one used to wedge it)."""
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not valid Unicode (a lone UTF-16 surrogate, as JSON's `"\\ud800"` decodes to), or None.
+
+    Tokenizers and UTF-8 encoders fail on such strings, so every layer refuses them up front.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"not valid Unicode: lone surrogate U+{ord(text[err.start]):04X} at character {err.start}"
+    return None
 
 
 class EngineError(RuntimeError):
@@ -49,9 +65,23 @@ class SamplingParams(Config):
         1.0, gt=0.0, le=1.0, description="nucleus sampling: likeliest tokens up to this mass; 1 = all"
     )
     max_tokens: int = Field(64, ge=1, description="new tokens per prompt")
-    stop: tuple[str, ...] = Field((), description="strings that end generation; not included in the text")
-    seed: int | None = Field(None, description="sampling seed (temperature > 0); None = engine seed")
+    stop: tuple[str, ...] = Field(
+        (), description="strings that end generation (non-empty); not included in the text"
+    )
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="sampling seed (temperature > 0), 0..2**63-1; None = engine seed"
+    )
     logprobs: int | None = Field(None, ge=0, le=20, description="top-k log-probs per generated token")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, stop: tuple[str, ...]) -> tuple[str, ...]:
+        # An empty stop string matches everywhere: vLLM refuses it and transformers would stop at once.
+        for i, s in enumerate(stop):
+            problem = "is empty" if not s else unicode_problem(s)
+            if problem:
+                raise ValueError(f"stop string {i} {problem}")
+        return stop
 
 
 class EngineConfig(Config):
@@ -65,7 +95,7 @@ class EngineConfig(Config):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights' dtype; auto = the checkpoint's"
     )
-    seed: int = Field(0, description="engine seed; sampling uses it when sampling.seed is None")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="engine seed; sampling uses it when sampling.seed is None")
     max_model_len: int | None = Field(None, description="context length; None = the model's")
     # hf
     device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto")
@@ -127,13 +157,16 @@ class Scored:
 
 @dataclass(frozen=True)
 class PromptRejected:
-    """The engine refused this one prompt (empty, too long for the context, token ids outside the vocabulary,
-    or refused by the model server); `reason` says why.
+    """The engine refused this one prompt (empty, not valid Unicode, too long for the context, token ids
+    outside the vocabulary, `max_tokens` over the context, or refused by the model server); `reason` says why
+    and `field` which part of the request is at fault: "prompt" (the prompt or completion itself) or the
+    `SamplingParams` field (e.g. "max_tokens").
 
     Returned in place of a `Generation`/`Scored` so one bad prompt never fails its batch.
     """
 
     reason: str
+    field: str = "prompt"
 
 
 @runtime_checkable
@@ -147,5 +180,9 @@ class Engine(Protocol):
     ) -> list[Generation | PromptRejected]: ...
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]: ...
+
+    def check_health(self) -> None:
+        """Raise `EngineError` when the engine can no longer serve (closed, its process died, an error left it
+        unusable). Cheap and safe to call from another thread while a call is running."""
 
     def close(self) -> None: ...

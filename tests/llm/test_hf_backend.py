@@ -104,3 +104,19 @@ def test_mistakes_in_the_call_raise(engine):
         engine.score(["a", "b"], [" c"])
     with pytest.raises(TypeError, match="prompt"):
         engine.generate(["ok", 42])
+
+
+def test_invalid_text_and_max_tokens_over_the_context_are_refused_alone(engine):
+    lone = "\ud800"
+    prompts = ["The cat", f"a{lone}b", [{"role": "user", "content": lone}], "Hi"]
+    out = engine.generate(prompts, SamplingParams(max_tokens=4))
+    assert [type(g).__name__ for g in out] == ["Generation", "PromptRejected", "PromptRejected", "Generation"]
+    assert "lone surrogate U+D800 at character 1" in out[1].reason and out[1].field == "prompt"
+    scored = engine.score(["The cat", "The cat"], [" sat", lone])
+    assert scored[0].logprobs and "completion is not valid Unicode" in scored[1].reason
+    [too_many] = engine.generate(["The cat"], SamplingParams(max_tokens=CONTEXT + 1))
+    assert too_many.field == "max_tokens" and f"context length {CONTEXT}" in too_many.reason
+    # Fixed bounds are the sampling config's own: every caller gets them, on every backend.
+    for bad in ({"seed": 2**64}, {"seed": -1}, {"stop": ("",)}, {"stop": ("ok", lone)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingParams(**bad)

@@ -14,13 +14,10 @@ import torch
 
 from rayflow.llm.models import resolve_model_path
 from rayflow.llm.prompts import (
-    check_pairs,
-    completion_token_ids,
-    generation_refusal,
+    generation_inputs,
     load_tokenizer,
     new_token_budget,
-    prompt_token_ids,
-    scoring_refusal,
+    scoring_inputs,
     truncate_at_stop,
 )
 from rayflow.llm.types import (
@@ -76,14 +73,11 @@ class HFEngine:
         params = params or SamplingParams()
         if params.temperature > 0:
             torch.manual_seed(self.config.seed if params.seed is None else params.seed)
-        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        out: list[Generation | PromptRejected | None] = [None] * len(ids)
+        ids = generation_inputs(self.tokenizer, prompts, params, self.max_len, self.vocab_size)
+        out: list[Generation | PromptRejected | None] = [x if isinstance(x, PromptRejected) else None for x in ids]
         by_budget: dict[int, list[int]] = {}
         for i, x in enumerate(ids):
-            reason = generation_refusal(x, self.max_len, self.vocab_size)
-            if reason is not None:
-                out[i] = PromptRejected(reason)
-            else:
+            if not isinstance(x, PromptRejected):
                 by_budget.setdefault(new_token_budget(len(x), params.max_tokens, self.max_len), []).append(i)
         bs = self.config.batch_size
         for budget, rows in by_budget.items():
@@ -148,16 +142,9 @@ class HFEngine:
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
         """Per-token log-probs (nats, fp32) of each completion given its prompt, or a `PromptRejected` per pair
         the model cannot score; see `rayflow.llm.types` for the token boundary."""
-        check_pairs(prompts, completions)
-        out: list[Scored | PromptRejected | None] = [None] * len(prompts)
-        todo: list[tuple[int, list[int], list[int]]] = []
-        for i, (p, c) in enumerate(zip(prompts, completions)):
-            p_ids, c_ids = prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c)
-            reason = scoring_refusal(p_ids, c_ids, self.max_len, self.vocab_size)
-            if reason is not None:
-                out[i] = PromptRejected(reason)
-            else:
-                todo.append((i, p_ids, c_ids))
+        pairs = scoring_inputs(self.tokenizer, prompts, completions, self.max_len, self.vocab_size)
+        out: list[Scored | PromptRejected | None] = [x if isinstance(x, PromptRejected) else None for x in pairs]
+        todo = [(i, *x) for i, x in enumerate(pairs) if not isinstance(x, PromptRejected)]
         bs = self.config.batch_size
         for start in range(0, len(todo), bs):
             batch = todo[start : start + bs]
@@ -181,6 +168,10 @@ class HFEngine:
             values = lp.gather(-1, target[:, None])[:, 0] if c else lp.new_zeros(0)
             out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values.tolist()))
         return out
+
+    def check_health(self) -> None:
+        if self.model is None:
+            raise EngineError("the engine is closed")
 
     def close(self) -> None:
         self.model = None

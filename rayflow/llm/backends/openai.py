@@ -7,7 +7,8 @@ Scoring needs prompt log-probs, which chat endpoints never return. vLLM's `/v1/c
 `echo=True, logprobs=0`; this backend sends `prompt_ids + completion_ids` as a token-id prompt so the
 boundary is exact, which needs the model's tokenizer locally (`engine.tokenizer`, or a local `engine.model`).
 
-Refusals: an empty prompt, or a scoring pair over `engine.max_model_len` (when set), is rejected here; every
+Refusals: an empty prompt, text that is not valid Unicode, or a scoring pair over `engine.max_model_len`
+(when set), is rejected here; every
 other check is the server's, and a request it answers with HTTP 400 becomes a `PromptRejected` for that
 prompt alone (vLLM's server follows the rule in `rayflow.llm.prompts`: it refuses prompts that leave no room
 in the context and caps max_tokens to what is left). Other HTTP errors (auth, unknown model, server
@@ -21,13 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from rayflow.llm.backends import missing_backend
-from rayflow.llm.prompts import (
-    check_pairs,
-    completion_token_ids,
-    load_tokenizer,
-    prompt_token_ids,
-    scoring_refusal,
-)
+from rayflow.llm.prompts import load_tokenizer, scoring_inputs, text_refusal
 from rayflow.llm.types import (
     Completion,
     EngineConfig,
@@ -82,8 +77,9 @@ class OpenAIEngine:
         return self._map(lambda p: self._generate_one(p, params), prompts)
 
     def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Generation | PromptRejected:
-        if not prompt:
-            return PromptRejected("the prompt is empty")
+        reason = "the prompt is empty" if not prompt else text_refusal(prompt)
+        if reason:
+            return PromptRejected(reason)
         try:
             return self._request_generation(prompt, params)
         except self._openai.BadRequestError as err:
@@ -140,18 +136,13 @@ class OpenAIEngine:
                 "Point engine.base_url at a vLLM server (its /v1/completions echoes prompt log-probs) and set "
                 "engine.echo_logprobs=true, or use the vllm/hf backends."
             )
-        check_pairs(prompts, completions)
-        pairs = [
-            (prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c))
-            for p, c in zip(prompts, completions)
-        ]
+        pairs = scoring_inputs(self.tokenizer, prompts, completions, self.config.max_model_len, None)
         return self._map(self._score_one, pairs)
 
-    def _score_one(self, pair: tuple[list[int], list[int]]) -> Scored | PromptRejected:
+    def _score_one(self, pair: tuple[list[int], list[int]] | PromptRejected) -> Scored | PromptRejected:
+        if isinstance(pair, PromptRejected):
+            return pair
         p, c = pair
-        reason = scoring_refusal(p, c, self.config.max_model_len, None)
-        if reason is not None:
-            return PromptRejected(reason)
         try:
             choice = self.client.completions.create(
                 model=self.model_name, prompt=p + c, echo=True, logprobs=0, max_tokens=1, temperature=0.0
@@ -170,6 +161,9 @@ class OpenAIEngine:
             token_ids=list(c),
             logprobs=[float(v) for v in values[len(p) : len(p) + len(c)]],
         )
+
+    def check_health(self) -> None:
+        """The server keeps its own health; a client has nothing to check until it calls."""
 
     def close(self) -> None:
         self.client.close()

@@ -9,22 +9,21 @@ Prompts are checked against the shared rule (`rayflow.llm.prompts`) before the b
 sees one it would refuse. Should vLLM still refuse a prompt (its own input checks raise a `ValueError` or a
 `vllm.exceptions.VLLMClientError` for the whole call), the batch is retried one prompt at a time and only
 the prompts vLLM refuses become `PromptRejected`.
+
+A call that fails part-way through queueing its requests leaves them registered in vLLM's offline engine,
+and every later call would wait for them forever: after any failed call the engine's leftover requests are
+aborted, and if that is impossible the engine reports itself broken (`check_health`). A dead engine-core
+process is reported there too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from rayflow.llm.backends import missing_backend
 from rayflow.llm.models import resolve_model_path
-from rayflow.llm.prompts import (
-    check_pairs,
-    completion_token_ids,
-    generation_refusal,
-    load_tokenizer,
-    prompt_token_ids,
-    scoring_refusal,
-)
+from rayflow.llm.prompts import generation_inputs, load_tokenizer, scoring_inputs
 from rayflow.llm.types import (
     Completion,
     EngineConfig,
@@ -36,6 +35,8 @@ from rayflow.llm.types import (
     Scored,
     TokenLogprob,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class VLLMEngine:
@@ -75,6 +76,7 @@ class VLLMEngine:
         self.vocab_size = model_config.get_vocab_size()
         # What vLLM raises for a request it refuses: its client errors, and ValueError from input processing.
         self._refusals = (ValueError, VLLMClientError)
+        self._broken: str | None = None  # why this engine can no longer serve, once it cannot
 
     def _sampling(self, params: SamplingParams):
         return self._vllm.SamplingParams(
@@ -93,35 +95,63 @@ class VLLMEngine:
 
         A prompt near the end of the context gets fewer than `max_tokens` (vLLM stops at the context length).
         """
-        from vllm.inputs import TokensPrompt
-
         params = params or SamplingParams()
-        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        reasons = [generation_refusal(x, self.max_len, self.vocab_size) for x in ids]
-        inputs = [TokensPrompt(prompt_token_ids=x) for x in ids]
-        results = self._run(inputs, self._sampling(params), reasons)
+        inputs = generation_inputs(self.tokenizer, prompts, params, self.max_len, self.vocab_size)
+        results = self._run(inputs, self._sampling(params))
         return [r if isinstance(r, PromptRejected) else self._to_generation(r.outputs[0], params) for r in results]
 
-    def _run(self, inputs: list, sampling, reasons: list[str | None]) -> list:
-        """`llm.generate` over the inputs whose reason is None, in one call; a `RequestOutput` per served input
-        and a `PromptRejected` per refused one, in order. If vLLM refuses the call, each input is retried
-        alone so that only the ones it refuses are lost."""
-        out: list = [PromptRejected(r) if r is not None else None for r in reasons]
-        todo = [i for i, r in enumerate(reasons) if r is None]
+    def _run(self, inputs: list[list[int] | PromptRejected], sampling) -> list:
+        """`llm.generate` over the token-id inputs, in one call; a `RequestOutput` per served input and the
+        `PromptRejected` inputs as they are, in order. If vLLM refuses the call, each input is retried alone
+        so that only the ones it refuses are lost."""
+        from vllm.inputs import TokensPrompt
+
+        out: list = list(inputs)
+        todo = [i for i, x in enumerate(inputs) if not isinstance(x, PromptRejected)]
         if not todo:
             return out
         try:
-            done = self.llm.generate([inputs[i] for i in todo], sampling, use_tqdm=False)
+            done = self._generate([TokensPrompt(prompt_token_ids=inputs[i]) for i in todo], sampling)
         except self._refusals:
             done = []
             for i in todo:
                 try:
-                    done.extend(self.llm.generate([inputs[i]], sampling, use_tqdm=False))
+                    done.extend(self._generate([TokensPrompt(prompt_token_ids=inputs[i])], sampling))
                 except self._refusals as err:
                     done.append(PromptRejected(f"vLLM refused the prompt: {err}"))
         for i, result in zip(todo, done):
             out[i] = result
         return out
+
+    def _generate(self, prompts: list, sampling) -> list:
+        """One `llm.generate` call that never leaves requests behind in the engine when it fails."""
+        self.check_health()
+        try:
+            return self.llm.generate(prompts, sampling, use_tqdm=False)
+        except BaseException:
+            self._drop_leftover_requests()
+            raise
+
+    def _drop_leftover_requests(self) -> None:
+        engine = self.llm.llm_engine
+        try:
+            left = list(engine.output_processor.request_states)
+            if left:
+                logger.warning("aborting %d requests a failed vLLM call left in the engine", len(left))
+                engine.abort_request(left, internal=True)
+            if engine.output_processor.has_unfinished_requests():
+                self._broken = "requests of a failed call are stuck in the engine and cannot be aborted"
+        except Exception as err:  # noqa: BLE001 - the engine core is gone: nothing more can run on it
+            self._broken = f"a failed call left requests in the engine; aborting them failed: {err!r}"
+
+    def check_health(self) -> None:
+        if self.llm is None:
+            raise EngineError("the engine is closed")
+        if self._broken:
+            raise EngineError(f"the vLLM engine is broken: {self._broken}")
+        resources = getattr(self.llm.llm_engine.engine_core, "resources", None)  # absent when in-process
+        if getattr(resources, "engine_dead", False):
+            raise EngineError("the vLLM engine-core process died")
 
     def _to_generation(self, completion, params: SamplingParams) -> Generation:
         token_lps = None
@@ -151,22 +181,16 @@ class VLLMEngine:
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
         """Per-token log-probs of each completion given its prompt, from vLLM's prompt log-probs; a
         `PromptRejected` per pair it cannot score."""
-        from vllm.inputs import TokensPrompt
-
-        check_pairs(prompts, completions)
-        pairs = [
-            (prompt_token_ids(self.tokenizer, p), completion_token_ids(self.tokenizer, c))
-            for p, c in zip(prompts, completions)
-        ]
-        reasons = [scoring_refusal(p, c, self.max_len, self.vocab_size) for p, c in pairs]
-        inputs = [TokensPrompt(prompt_token_ids=p + c) for p, c in pairs]
+        pairs = scoring_inputs(self.tokenizer, prompts, completions, self.max_len, self.vocab_size)
+        inputs = [x if isinstance(x, PromptRejected) else x[0] + x[1] for x in pairs]
         # prompt_logprobs=0 returns, at each position, the log-prob of the token actually there.
         sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
         out: list[Scored | PromptRejected] = []
-        for (p, c), r in zip(pairs, self._run(inputs, sampling, reasons)):
+        for pair, r in zip(pairs, self._run(inputs, sampling)):
             if isinstance(r, PromptRejected):
                 out.append(r)
             else:
+                p, c = pair
                 values = [r.prompt_logprobs[len(p) + i][tok].logprob for i, tok in enumerate(c)]
                 out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values))
         return out
