@@ -7,7 +7,9 @@ composed over the generic LLM deployment (vLLM by default).
     POST /v1/chat/completions, /v1/completions; GET /v1/models   (the judge model, OpenAI-compatible)
 
 Build with `build_judge_app(JudgeAppArgs(...))`, `serve run serve/config.yaml`, or
-`serve run serve.judge:build_judge_app`. See docs/safety.md.
+`serve run serve.judge:build_judge_app`. Limits (token, body size, `items` per request, messages, stop
+strings) come from `http`, reference AIUs per meta-eval item from `max_reference_aius`. See docs/safety.md
+and docs/serving.md.
 """
 
 # No `from __future__ import annotations` here: `serve run` turns a YAML `args:` block into the builder's
@@ -27,11 +29,9 @@ from rayflow.eval.safety.metaeval import (
     meta_evaluate,
 )
 from rayflow.serving import HTTPConfig, LLMServer, LLMServerConfig, ReplicaOptions, from_deployment
-from rayflow.serving.guards import bad_request, bearer_auth, guarded_app
+from rayflow.serving.guards import bad_request, bearer_auth, check_count, guarded_app
 from rayflow.serving.llm import DeploymentBackend, health_reply
 from rayflow.serving.openai_api import add_openai_routes
-
-MAX_ITEMS = 256
 
 
 class JudgeAppArgs(Config):
@@ -44,23 +44,27 @@ class JudgeAppArgs(Config):
     judge_model: str | None = Field(
         None, description="name reported as judge_model; None = llm's served name"
     )
+    max_reference_aius: int = Field(64, ge=1, description="reference_aius per meta-eval item (one verdict each)")
     llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
     judge_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
 
 
 class JudgeBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[JudgeRequest] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[JudgeRequest] = Field(min_length=1)
 
 
 class MetaEvalBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    items: list[MetaEvalItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[MetaEvalItem] = Field(min_length=1)
 
 
-def _validate(single: type[BaseModel], batch: type[BaseModel], body: dict):
-    """A body is one item or `{"items": [...]}`; errors are located under `body` like FastAPI's own."""
+def _validate(single: type[BaseModel], batch: type[BaseModel], body: dict, max_items: int):
+    """A body is one item or `{"items": [...]}` of at most `max_items`; errors are located under `body` like
+    FastAPI's own."""
     model = batch if isinstance(body, dict) and "items" in body else single
+    if model is batch and isinstance(body["items"], list):
+        check_count(body["items"], "items", max_items)
     try:
         return model.model_validate(body)
     except ValidationError as err:
@@ -82,7 +86,7 @@ class SafetyJudgeServer:
         app = guarded_app("rayflow safety judge", self.args.http)
         auth = bearer_auth(self.args.http)
         add_openai_routes(app, DeploymentBackend(self.llm, self.args.llm.model_name), auth,
-                          self.args.llm.default_max_tokens)  # fmt: skip
+                          self.args.llm.default_max_tokens, self.args.http)  # fmt: skip
 
         @app.get("/healthz")
         async def healthz():
@@ -90,7 +94,7 @@ class SafetyJudgeServer:
 
         @app.post("/v1/judge/safety", dependencies=[auth])
         async def safety(body: dict):
-            request = _validate(JudgeRequest, JudgeBatch, body)
+            request = _validate(JudgeRequest, JudgeBatch, body, self.args.http.max_items)
             if isinstance(request, JudgeBatch):
                 results = await judge(request.items, self.generate, self.args.judge, self.model_name)
                 return {"results": [r.model_dump() for r in results]}
@@ -103,8 +107,11 @@ class SafetyJudgeServer:
 
         @app.post("/v1/judge/meta-eval", dependencies=[auth])
         async def meta_eval(body: dict):
-            request = _validate(MetaEvalItem, MetaEvalBatch, body)
+            request = _validate(MetaEvalItem, MetaEvalBatch, body, self.args.http.max_items)
             items = request.items if isinstance(request, MetaEvalBatch) else [request]
+            for i, item in enumerate(items):  # each reference AIU costs one verdict generation
+                where = f"items[{i}].reference_aius" if isinstance(request, MetaEvalBatch) else "reference_aius"
+                check_count(item.reference_aius, where, self.args.max_reference_aius)
             results = await meta_evaluate(items, self.generate, self.args.metaeval)
             if isinstance(request, MetaEvalItem):
                 return {

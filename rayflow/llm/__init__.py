@@ -19,6 +19,7 @@ from rayflow.llm.backends import build_engine
 from rayflow.llm.models import resolve_model_path
 from rayflow.llm.prompts import completion_token_ids, load_tokenizer, prompt_token_ids, truncate_at_stop
 from rayflow.llm.types import (
+    SEED_MAX,
     Completion,
     Engine,
     EngineConfig,
@@ -30,6 +31,7 @@ from rayflow.llm.types import (
     SamplingParams,
     Scored,
     TokenLogprob,
+    unicode_problem,
 )
 
 # The tiny-model builder imports torch and transformers: loaded on first use, so pure modules that only need
@@ -46,6 +48,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "SEED_MAX",
     "Completion",
     "Engine",
     "EngineConfig",
@@ -67,4 +70,5 @@ __all__ = [
     "resolve_model_path",
     "train_tokenizer",
     "truncate_at_stop",
+    "unicode_problem",
 ]

@@ -1,16 +1,22 @@
-"""What every rayflow HTTP service puts in front of its routes: bearer-token auth, a request size limit,
-a per-request timeout, and 4xx errors whose message names the offending field.
+"""What every rayflow HTTP service puts in front of its routes: bearer-token auth checked before the body is
+read, a request size limit, valid Unicode in every JSON string, a per-request timeout, list-size limits, and
+errors in the OpenAI error body, `{"error": {"message", "type", "param", "code"}}`, so the official `openai`
+client raises its usual exceptions with our message.
 
-Errors use the OpenAI error body, `{"error": {"message", "type", "param", "code"}}`, so the official
-`openai` client raises its usual exceptions with our message. `GET /healthz` stays open so load balancers
-and Kubernetes probes need no token.
+A client's mistake is a 4xx whose message starts with the field at fault (`items[2].id: ...`); a failure of
+the server while answering is a 500 with the same body (the details go to the replica's log). Only
+`GET /healthz` stays open, so load balancers and Kubernetes probes need no token; with a token set, the
+API docs (`/docs`, `/openapi.json`) need it like every other route.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import os
+from collections.abc import Sized
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +24,12 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
 from rayflow.config import Config
+from rayflow.llm import unicode_problem
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz"})
+"""Routes served without a token (health probes)."""
 
 
 class HTTPConfig(Config):
@@ -28,6 +40,9 @@ class HTTPConfig(Config):
     api_key_env: str | None = Field(None, description="env var holding the bearer token (instead of api_key)")
     max_request_bytes: int = Field(1 << 20, ge=1, description="larger request bodies get 413")
     request_timeout_s: float = Field(120.0, gt=0, description="requests running longer get 504")
+    max_items: int = Field(256, ge=1, description="entries in one batch request's `items` list")
+    max_messages: int = Field(256, ge=1, description="messages in one chat request")
+    max_stop: int = Field(4, ge=1, description="stop strings in one completion request (OpenAI's limit)")
 
     @model_validator(mode="after")
     def _one_token_source(self) -> HTTPConfig:
@@ -48,7 +63,9 @@ class HTTPConfig(Config):
 
 
 def error_body(message: str, status: int, param: str | None = None) -> dict:
-    kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large", 504: "timeout"}
+    """The OpenAI error body; `type` follows the status (4xx without a special kind: invalid_request_error)."""
+    kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large", 500: "server_error",
+            503: "service_unavailable", 504: "timeout"}  # fmt: skip
     return {
         "error": {
             "message": message,
@@ -93,23 +110,60 @@ def bad_request(message: str, param: str | None = None, status: int = 400) -> HT
     return HTTPException(status, detail=error_body(message, status, param))
 
 
+def check_count(values: Sized | None, field: str, limit: int) -> None:
+    """A 400 naming `field` when the list `values` has more than `limit` entries."""
+    if values is not None and len(values) > limit:
+        raise bad_request(f"{field}: {len(values)} entries; the limit is {limit} per request", field)
+
+
+def _auth_problem(header: str, token: str) -> str | None:
+    """Why an `Authorization` header does not carry `token`, or None when it does."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return "missing bearer token (Authorization: Bearer <token>)"
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return "invalid bearer token"
+    return None
+
+
 def bearer_auth(config: HTTPConfig):
-    """A FastAPI dependency refusing requests without `Authorization: Bearer <token>` (when a token is set)."""
+    """A FastAPI dependency refusing requests without `Authorization: Bearer <token>` (when a token is set).
+
+    `guarded_app` already refuses them before the body is read; the dependency states the requirement on
+    the route itself, for an app mounted elsewhere.
+    """
     token = config.token()
 
     async def check(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, detail=error_body("missing bearer token (Authorization: Bearer <token>)", 401),
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(
-                401, detail=error_body("invalid bearer token", 401), headers={"WWW-Authenticate": "Bearer"}
-            )
+        problem = None if token is None else _auth_problem(request.headers.get("authorization", ""), token)
+        if problem:
+            raise HTTPException(401, detail=error_body(problem, 401), headers={"WWW-Authenticate": "Bearer"})
 
     return Depends(check)
+
+
+def invalid_text(value) -> tuple[str, str] | None:
+    """The first string (key or value) in a parsed JSON value that is not valid Unicode: (field, problem).
+
+    Fields are named like validation errors, `items[2].id`. Iterative, so deep nesting cannot overflow.
+    """
+    todo = [("", value)]
+    while todo:
+        path, v = todo.pop()
+        if isinstance(v, str):
+            problem = unicode_problem(v)
+            if problem:
+                return path or "body", problem
+        elif isinstance(v, dict):
+            for key, item in reversed(v.items()):
+                if unicode_problem(key):  # named with the surrogate escaped, so the reply can be encoded
+                    key = key.encode("utf-8", "backslashreplace").decode()
+                    return (f"{path}.{key}" if path else key), "this key is not valid Unicode"
+                sub = f"{path}.{key}" if path else key
+                todo.append((sub, item))
+        elif isinstance(v, list):
+            todo.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+    return None
 
 
 class _TooLarge(Exception):
@@ -117,65 +171,106 @@ class _TooLarge(Exception):
 
 
 class GuardMiddleware:
-    """ASGI middleware: 413 for bodies over `max_request_bytes` (declared or streamed), 504 past the timeout.
+    """ASGI middleware, in this order: 401 without the token (before any body byte is read), 413 for bodies
+    over `max_request_bytes` (declared or streamed), 400 for a JSON body holding invalid Unicode, 504 past
+    the timeout, and a 500 in the OpenAI error body for any exception the routes raise.
 
-    A timeout after the response has started (a long stream) can only close the connection.
+    The body is read whole here (it is bounded by the size limit) and handed on to the app unchanged. A
+    timeout after the response has started (a long stream) can only close the connection.
     """
 
     def __init__(self, app, config: HTTPConfig):
         self.app = app
+        self.token = config.token()
         self.max_bytes = config.max_request_bytes
         self.timeout = config.request_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if self.token is not None and _route_path(scope) not in OPEN_PATHS:
+            problem = _auth_problem(headers.get(b"authorization", b"").decode("latin-1"), self.token)
+            if problem:
+                return await _reply(send, 401, problem, headers={"WWW-Authenticate": "Bearer"})
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reply(
+            return await _reply(
                 send, 413, f"request body is {int(declared)} bytes; the limit is {self.max_bytes}"
             )
-        seen, started, too_large = 0, False, False
-
-        async def counting_receive():
-            nonlocal seen, too_large
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                too_large = True
-                raise _TooLarge
-            return message
+        started = False
 
         async def tracking_send(message):
             nonlocal started
-            if too_large:  # the app may turn the aborted read into its own error: answer 413 instead
-                if not started:
-                    started = True
-                    await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
-                return
             started = True
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, counting_receive, tracking_send), self.timeout)
+            await asyncio.wait_for(self._guarded(scope, receive, tracking_send), self.timeout)
         except _TooLarge:
-            if not started:
-                await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
+            await _reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
         except TimeoutError:
             if not started:
-                await self._reply(send, 504, f"request took longer than {self.timeout:g} s")
+                await _reply(send, 504, f"request took longer than {self.timeout:g} s")
+        except Exception as err:  # any failure of a route is answered in the error body, never bare
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                await _reply(send, 500, f"the server failed to answer ({type(err).__name__}); see its log")
 
-    @staticmethod
-    async def _reply(send, status: int, message: str) -> None:
-        response = JSONResponse(error_body(message, status), status_code=status)
-        await response({"type": "http"}, None, send)
+    async def _guarded(self, scope, receive, send) -> None:
+        body = await self._read_body(receive)
+        if body is None:  # the client went away
+            return
+        if body:
+            try:
+                found = invalid_text(json.loads(body))
+            except (ValueError, RecursionError):  # not JSON: the route answers that with its own 400
+                found = None
+            if found is not None:
+                field, problem = found
+                return await _reply(send, 400, f"{field}: {problem}", param=field)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_body(self, receive) -> bytes | None:
+        chunks, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _route_path(scope) -> str:
+    """The path inside the application (Serve mounts an app under its route prefix, given as root_path)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
+async def _reply(
+    send, status: int, message: str, param: str | None = None, headers: dict | None = None
+) -> None:
+    response = JSONResponse(error_body(message, status, param), status_code=status, headers=headers)
+    await response({"type": "http"}, None, send)
 
 
 def guarded_app(title: str, config: HTTPConfig) -> FastAPI:
-    """A FastAPI app with the size/timeout middleware and field-naming error handlers installed.
-
-    Attach `bearer_auth(config)` to the routes that need a token (everything but `/healthz`).
-    """
+    """A FastAPI app with the guards (`GuardMiddleware`) and field-naming error handlers installed: every
+    route but `/healthz` needs the token when `config` sets one."""
     app = FastAPI(title=title)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

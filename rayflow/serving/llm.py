@@ -11,11 +11,20 @@ ingress composes it: `await handle.complete.remote(prompt, params)` returns a `C
 regrouped into batches of up to `max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a
 batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
 thread so the replica keeps accepting requests meanwhile.
+
+Faults stay with their request: a prompt the engine refuses is that request's 400; should an engine call
+raise, its prompts are retried one at a time so only the request that causes it fails (a 500 on the
+OpenAI routes). The replica's health check (Serve calls it every `health_check_period_s`; `/healthz` asks
+it too) fails when the engine is dead or broken (`Engine.check_health`) or stuck: requests waiting and no
+engine call finished for `stuck_after_s`. Serve then replaces the replica, and `/healthz` answers 503 until
+the new one serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +48,8 @@ from rayflow.llm import (
 from rayflow.serving.guards import HTTPConfig, bearer_auth, guarded_app
 from rayflow.serving.openai_api import Completed, add_openai_routes, stream_pieces
 
+logger = logging.getLogger(__name__)
+
 
 class LLMServerConfig(Config):
     """One served model."""
@@ -50,11 +61,45 @@ class LLMServerConfig(Config):
     max_batch_size: int = Field(32, ge=1, description="prompts per engine call; 1 = one request per forward")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="longest wait for a batch to fill")
     default_max_tokens: int = Field(256, ge=1, description="chat completions without max_tokens")
+    stuck_after_s: float = Field(
+        300.0, gt=0, description="health fails when requests wait this long with no engine call finishing"
+    )
     http: HTTPConfig = HTTPConfig()
 
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.engine.model
+
+
+class EngineWatch:
+    """Whether an engine is stuck: requests are waiting on it and it has made no progress (finished a call)
+    for longer than `stuck_after_s` seconds. The wait counts from the last call that finished, or from the
+    moment the first request arrived at an idle engine."""
+
+    def __init__(self, stuck_after_s: float, clock=time.monotonic):
+        self.stuck_after_s = stuck_after_s
+        self.clock = clock
+        self.waiting = 0
+        self.progress_at = clock()
+
+    def arrive(self) -> None:
+        if self.waiting == 0:
+            self.progress_at = self.clock()
+        self.waiting += 1
+
+    def leave(self) -> None:
+        self.waiting -= 1
+
+    def progressed(self) -> None:
+        self.progress_at = self.clock()
+
+    def problem(self) -> str | None:
+        """Why the engine counts as stuck, or None."""
+        idle = self.clock() - self.progress_at
+        if self.waiting and idle > self.stuck_after_s:
+            return (f"the engine is stuck: {self.waiting} requests waiting and no engine call finished for "
+                    f"{idle:.0f} s (stuck_after_s={self.stuck_after_s:g})")  # fmt: skip
+        return None
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
@@ -68,13 +113,20 @@ class LLMServer:
         self.tokenizer = getattr(self.engine, "tokenizer", None)
         self.set_batching(self.config.max_batch_size, self.config.batch_wait_timeout_s)
         self.batch_sizes: Counter[int] = Counter()
+        self.watch = EngineWatch(self.config.stuck_after_s)
 
     async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed:
         """Complete one prompt; concurrent calls share engine batches. `stream` also cuts the text into
-        per-token pieces for server-sent events."""
-        out = await self._batch(prompt, params)
-        if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the prompt field
-            return Completed(generation=None, error=out.reason)
+        per-token pieces for server-sent events. Raises what the engine raised for this prompt alone."""
+        self.watch.arrive()
+        try:
+            out = await self._batch(prompt, params)
+        finally:
+            self.watch.leave()
+        if isinstance(out, BaseException):
+            raise out
+        if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the field
+            return Completed(generation=None, error=out.reason, error_field=out.field)
         prompt_tokens = len(prompt_token_ids(self.tokenizer, prompt)) if self.tokenizer is not None else None
         pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
         return Completed(out, prompt_tokens, pieces)
@@ -82,19 +134,44 @@ class LLMServer:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _batch(
         self, prompts: list[Prompt], params: list[SamplingParams]
-    ) -> list[Generation | PromptRejected]:
+    ) -> list[Generation | PromptRejected | Exception]:
         self.batch_sizes[len(prompts)] += 1
         groups: dict[SamplingParams, list[int]] = {}
         for i, p in enumerate(params):
             groups.setdefault(p, []).append(i)
-        # A prompt the engine refuses comes back as its own PromptRejected; its batch-mates are served.
-        out: list[Generation | PromptRejected | None] = [None] * len(prompts)
-        loop = asyncio.get_running_loop()
+        # A prompt the engine refuses comes back as its own PromptRejected; its batch-mates are served. An
+        # engine call that raises is retried prompt by prompt, so the exception reaches only its own caller
+        # (serve.batch hands a returned exception over as a value; complete() raises it).
+        out: list[Generation | PromptRejected | Exception | None] = [None] * len(prompts)
         for p, indices in groups.items():
-            batch = [prompts[i] for i in indices]
-            for i, gen in zip(indices, await loop.run_in_executor(self._thread, self.engine.generate, batch, p)):
+            try:
+                results = await self._generate([prompts[i] for i in indices], p)
+            except Exception:
+                logger.exception(
+                    "an engine call of %d prompts failed; retrying them one by one", len(indices)
+                )
+                results = [await self._generate_or_error(prompts[i], p) for i in indices]
+            for i, gen in zip(indices, results):
                 out[i] = gen
         return out
+
+    async def _generate(
+        self, prompts: list[Prompt], params: SamplingParams
+    ) -> list[Generation | PromptRejected]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, self.engine.generate, prompts, params)
+        finally:
+            self.watch.progressed()
+
+    async def _generate_or_error(
+        self, prompt: Prompt, params: SamplingParams
+    ) -> Generation | PromptRejected | Exception:
+        try:
+            [result] = await self._generate([prompt], params)
+        except Exception as err:  # noqa: BLE001 - handed to this prompt's caller alone, who raises it
+            return err
+        return result
 
     def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """Change batching on the live replica (max_batch_size=1: one request per engine call)."""
@@ -111,8 +188,11 @@ class LLMServer:
         self.batch_sizes.clear()
 
     def check_health(self) -> None:
-        if self.engine is None:
-            raise RuntimeError("engine is closed")
+        """Raise when this replica cannot serve: its engine is dead, broken or stuck (Serve replaces it)."""
+        self.engine.check_health()
+        problem = self.watch.problem()
+        if problem:
+            raise RuntimeError(problem)
 
 
 class DeploymentBackend:
@@ -138,7 +218,8 @@ class OpenAIServer:
     def __serve_build_asgi_app__(self):
         app = guarded_app(f"rayflow LLM: {self.config.model_name}", self.config.http)
         backend = DeploymentBackend(self.llm, self.config.model_name)
-        add_openai_routes(app, backend, bearer_auth(self.config.http), self.config.default_max_tokens)
+        add_openai_routes(app, backend, bearer_auth(self.config.http), self.config.default_max_tokens,
+                          self.config.http)  # fmt: skip
 
         @app.get("/healthz")
         async def healthz():
@@ -175,8 +256,10 @@ async def health_reply(handle, body: dict) -> dict | JSONResponse:
 def from_deployment(handle) -> Generate:
     """The judges' `Generate` over an `LLMServer` handle: each prompt is its own call, batched by the server."""
 
-    async def generate(prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation | PromptRejected]:
+    async def generate(
+        prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Generation | PromptRejected]:
         done = await asyncio.gather(*(handle.complete.remote(p, params) for p in prompts))
-        return [PromptRejected(d.error) if d.error is not None else d.generation for d in done]
+        return [PromptRejected(d.error, d.error_field) if d.error is not None else d.generation for d in done]
 
     return generate

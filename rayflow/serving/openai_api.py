@@ -8,7 +8,9 @@ first byte arrives when the whole completion is ready (time-to-first-token equal
 
 Supported request fields: model, messages | prompt, max_tokens (chat: also max_completion_tokens),
 temperature, top_p, stop, seed, n=1, stream, logprobs (chat: + top_logprobs), user. Others get a 400
-naming them.
+naming them. Sampling fields are bounded by the engine layer's `SamplingParams` (seed 0..2**63-1, non-empty
+stop strings) and by the engine (max_tokens within the context, the prompt's tokens within the vocabulary),
+and list sizes by `HTTPConfig` (messages, stop strings): every violation is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -21,22 +23,25 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rayflow.llm import Generation, Prompt, SamplingParams
-from rayflow.serving.guards import bad_request
+from rayflow.serving.guards import HTTPConfig, bad_request, check_count
 
 
 @dataclass(frozen=True)
 class Completed:
-    """One completion: the generation (None when the engine refused the prompt, with `error` saying why),
-    the prompt's token count where the backend knows it, and the text cut into per-token stream pieces."""
+    """One completion: the generation (None when the engine refused the prompt, with `error` saying why and
+    `error_field` which request field is at fault: "prompt" or a sampling field), the prompt's token count
+    where the backend knows it, and the text cut into per-token stream pieces."""
 
     generation: Generation | None
     prompt_tokens: int | None = None
     pieces: list[str] = field(default_factory=list)
     error: str | None = None
+    error_field: str = "prompt"
 
 
 class CompletionBackend(Protocol):
@@ -96,10 +101,20 @@ class CompletionRequest(_OpenAIRequest):
     echo: Literal[False] = Field(False, description="prompt echo is not supported")
 
 
-def _sampling(request: _OpenAIRequest, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def _sampling(request: _OpenAIRequest, max_tokens: int, logprobs: int | None, names: dict[str, str],
+              max_stop: int) -> SamplingParams:  # fmt: skip
+    """The request's `SamplingParams`; a value they refuse is a 400 naming the request field (`names` maps
+    sampling fields to request fields where they differ)."""
     stop = [request.stop] if isinstance(request.stop, str) else (request.stop or [])
-    return SamplingParams(temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
-                          stop=tuple(stop), seed=request.seed, logprobs=logprobs)  # fmt: skip
+    check_count(stop, "stop", max_stop)
+    try:
+        return SamplingParams(temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
+                              stop=tuple(stop), seed=request.seed, logprobs=logprobs)  # fmt: skip
+    except ValidationError as err:
+        raise RequestValidationError([
+            {**e, "loc": ("body", names.get(str(e["loc"][0]), e["loc"][0]), *e["loc"][1:])}
+            for e in err.errors(include_url=False, include_context=False)
+        ]) from None  # fmt: skip
 
 
 def _usage(done: Completed) -> dict:
@@ -138,8 +153,16 @@ def _completion_logprobs(gen: Generation) -> dict | None:
             "top_logprobs": [dict(t.top) for t in gen.logprobs], "text_offset": offsets}  # fmt: skip
 
 
-def add_openai_routes(app: FastAPI, backend: CompletionBackend, auth, default_max_tokens: int = 256) -> None:
-    """Add the OpenAI-compatible routes to `app`; `auth` is a FastAPI dependency (see `guards.bearer_auth`)."""
+def add_openai_routes(
+    app: FastAPI,
+    backend: CompletionBackend,
+    auth,
+    default_max_tokens: int = 256,
+    limits: HTTPConfig | None = None,
+) -> None:
+    """Add the OpenAI-compatible routes to `app`; `auth` is a FastAPI dependency (see `guards.bearer_auth`),
+    `limits` the list-size limits (messages, stop strings) of the app's `HTTPConfig`."""
+    limits = limits or HTTPConfig()
 
     def check_model(name: str) -> None:
         if name != backend.model_name:
@@ -149,7 +172,8 @@ def add_openai_routes(app: FastAPI, backend: CompletionBackend, auth, default_ma
     async def run(prompt: Prompt, params: SamplingParams, field_name: str, stream: bool) -> Completed:
         done = await backend.complete(prompt, params, stream)
         if done.error is not None:
-            raise bad_request(f"{field_name}: {done.error}", field_name)
+            param = field_name if done.error_field == "prompt" else done.error_field
+            raise bad_request(f"{param}: {done.error}", param)
         return done
 
     @app.get("/v1/models", dependencies=[auth])
@@ -160,10 +184,13 @@ def add_openai_routes(app: FastAPI, backend: CompletionBackend, auth, default_ma
     @app.post("/v1/chat/completions", dependencies=[auth])
     async def chat(request: ChatRequest):
         check_model(request.model)
+        check_count(request.messages, "messages", limits.max_messages)
         max_tokens = request.max_completion_tokens or request.max_tokens or default_max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else None
-        messages = [m.model_dump() for m in request.messages]
-        done = await run(messages, _sampling(request, max_tokens, top), "messages", request.stream)
+        names = {"logprobs": "top_logprobs",
+                 "max_tokens": "max_completion_tokens" if request.max_completion_tokens else "max_tokens"}  # fmt: skip
+        params = _sampling(request, max_tokens, top, names, limits.max_stop)
+        done = await run([m.model_dump() for m in request.messages], params, "messages", request.stream)
         gen, rid, created = done.generation, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": created, "model": backend.model_name}
         if not request.stream:
@@ -185,9 +212,8 @@ def add_openai_routes(app: FastAPI, backend: CompletionBackend, auth, default_ma
     @app.post("/v1/completions", dependencies=[auth])
     async def completions(request: CompletionRequest):
         check_model(request.model)
-        done = await run(
-            request.prompt, _sampling(request, request.max_tokens, request.logprobs), "prompt", request.stream
-        )
+        params = _sampling(request, request.max_tokens, request.logprobs, {}, limits.max_stop)
+        done = await run(request.prompt, params, "prompt", request.stream)
         gen = done.generation
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": backend.model_name}  # fmt: skip

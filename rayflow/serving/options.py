@@ -14,11 +14,17 @@ class ReplicaOptions(Config):
     max_ongoing_requests: int = Field(
         256, ge=1, description="requests a replica holds at once (>= max_batch_size)"
     )
+    health_check_period_s: float = Field(
+        10.0, gt=0, description="seconds between Serve's health checks; 3 failures in a row replace the replica"
+    )
+    health_check_timeout_s: float = Field(30.0, gt=0, description="a health check without answer by then fails")
 
     def deployment_options(self) -> dict:
         """Keyword arguments for `Deployment.options(...)`."""
         return {
             "num_replicas": self.num_replicas,
             "max_ongoing_requests": self.max_ongoing_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }

@@ -36,11 +36,19 @@ def client(**http) -> TestClient:
         await asyncio.sleep(2)
         return {}
 
+    @app.post("/raw", dependencies=[auth])
+    async def raw(body: dict) -> dict:
+        return {"keys": sorted(body)}
+
+    @app.post("/broken", dependencies=[auth])
+    async def broken() -> dict:
+        raise RuntimeError("secret internals")
+
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    return TestClient(app)
+    return TestClient(app, raise_server_exceptions=False)
 
 
 def test_bearer_token_is_required_when_configured():
@@ -52,6 +60,81 @@ def test_bearer_token_is_required_when_configured():
     assert c.post("/items", json={"name": "a"}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert c.get("/healthz").status_code == 200  # probes need no token
     assert client().post("/items", json={"name": "a"}).status_code == 200  # no token configured: open
+
+
+def test_token_is_checked_before_the_body_is_read_and_guards_the_docs():
+    c = client(api_key="s3cret", max_request_bytes=100)
+    for body in (b"{not json", b"x" * 1000, b'{"name": "\\ud800"}'):  # would be 400/413/400 with the token
+        reply = c.post("/items", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == 401 and reply.json()["error"]["type"] == "authentication_error"
+
+    def untouchable():  # a body the middleware must not start reading without a token
+        raise AssertionError("the body was read before the token was checked")
+        yield b""
+
+    assert c.post("/items", content=untouchable()).status_code == 401
+    for path in ("/docs", "/openapi.json", "/nowhere"):
+        assert c.get(path).status_code == 401
+        assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code in (200, 404)
+    assert c.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()["info"]["title"] == "test"
+    assert client().get("/openapi.json").status_code == 200  # no token configured: open
+
+
+def test_invalid_unicode_anywhere_in_a_json_body_is_a_400_naming_it():
+    c = client()
+
+    def post(raw: str):
+        return c.post("/raw", content=raw.encode(), headers={"content-type": "application/json"})
+
+    nested = post('{"items": [{"id": 1}, {"id": "ok", "critique": ["fine", "bad \\udfff"]}]}')
+    assert nested.status_code == 400 and nested.json()["error"]["param"] == "items[1].critique[1]"
+    assert "lone surrogate U+DFFF at character 4" in nested.json()["error"]["message"]
+    assert post('{"\\ud800": 1}').json()["error"]["param"] == "\\ud800"
+    assert post('"\\ud800"').json()["error"]["param"] == "body"
+    assert post('{"emoji": "\\ud83d\\ude00"}').json() == {"keys": ["emoji"]}  # a surrogate pair is valid
+    assert post("[" * 100_000).status_code == 400  # too deep for json: the route's own 400, no crash
+
+
+def test_server_failures_use_the_openai_error_body():
+    reply = client().post("/broken")
+    assert reply.status_code == 500
+    error = reply.json()["error"]
+    assert error["type"] == "server_error" and "RuntimeError" in error["message"]
+    assert "secret internals" not in error["message"]  # details go to the log, not to the client
+
+
+def test_list_size_limits():
+    from fastapi import HTTPException
+
+    from rayflow.serving.guards import check_count
+
+    check_count([1, 2], "stop", 2)
+    check_count(None, "stop", 2)
+    with pytest.raises(HTTPException) as err:
+        check_count([1, 2, 3], "items[0].reference_aius", 2)
+    assert err.value.detail["error"]["param"] == "items[0].reference_aius"
+    assert "3 entries; the limit is 2" in err.value.detail["error"]["message"]
+
+
+def test_engine_watch_tells_a_stuck_engine_from_a_busy_or_idle_one():
+    from rayflow.serving.llm import EngineWatch
+
+    now = [0.0]
+    watch = EngineWatch(stuck_after_s=10, clock=lambda: now[0])
+    now[0] = 100.0
+    assert watch.problem() is None  # idle for long: not stuck
+    watch.arrive()
+    now[0] = 105.0
+    watch.arrive()
+    assert watch.problem() is None  # waiting since 100 s: within the limit
+    now[0] = 111.0
+    assert "2 requests waiting and no engine call finished for 11 s" in watch.problem()
+    watch.progressed()  # a call finished: progress
+    assert watch.problem() is None
+    watch.leave()
+    watch.leave()
+    now[0] = 200.0
+    assert watch.problem() is None
 
 
 def test_token_from_environment(monkeypatch):
