@@ -205,6 +205,7 @@ def test_bad_command_lines_are_one_line_errors(runs):
 
 # Which job reads each shipped config; a new file in configs/ must be added here.
 CONFIG_JOBS = {
+    "build_index": "build_index.py",
     "decontaminate": "decontaminate.py",
     "eval_conflicts": "eval_conflicts.py",
     "eval_rag": "eval_rag.py",
