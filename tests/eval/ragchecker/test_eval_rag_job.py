@@ -58,10 +58,8 @@ def test_eval_rag_on_the_shipped_config_then_rerun_and_nli(ray_session, tmp_path
 
     # A rerun into the same output_dir: everything is in the label cache, nothing new is written.
     lines = cache_lines(out)
-    cfg = load_config(EvalRagConfig, REPO / "configs/eval_rag.yaml").model_copy(
-        update={"input_path": str(data), "output_dir": str(out), "stage": EvalRagConfig().stage.model_copy(
-            update={"cpus_per_actor": 0.5})}  # fmt: skip
-    )
+    overrides = [f"input_path={data}", f"output_dir={out}", "stage.cpus_per_actor=0.5"]
+    cfg = load_config(EvalRagConfig, REPO / "configs/eval_rag.yaml", overrides)
     again = run(cfg)
     assert cache_lines(out) == lines
     assert json.loads((out / "results.json").read_text()) == checked and again.summary == summary

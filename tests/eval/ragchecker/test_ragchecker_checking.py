@@ -29,7 +29,10 @@ ALL = select_metrics("all_metrics")
 
 def test_parsers():
     out = 'Triplets:\n(Eiffel Tower, was completed in, 1889)\n("Bees", gather, nectar, pollen)\n(Eiffel Tower, was completed in, 1889)'
-    assert parse_triplets(out) == [["Eiffel Tower", "was completed in", "1889"], ["Bees", "gather", "nectar, pollen"]]
+    assert parse_triplets(out) == [
+        ["Eiffel Tower", "was completed in", "1889"],
+        ["Bees", "gather", "nectar, pollen"],
+    ]
     assert parse_triplets("Abstain") == [] and parse_triplets("(only, two)") == []
     assert parse_label("  contradiction.") == C and parse_label("The claim is entailed.") == E
     assert parse_label("no idea") == N
@@ -49,11 +52,11 @@ def test_merge_precedence_over_segments():
 
 
 def _claims_in(prompt: str) -> tuple[str, list[str]]:
-    reference = re.search(r"Reference: (.*?)\n\n", prompt, re.S).group(1)
+    reference = re.search(r"Reference: (.*?)\n\n", prompt, re.DOTALL).group(1)
     if "Claims:\n" in prompt:
         block = prompt.split("Claims:\n", 1)[1].split("\n\nAnswers:", 1)[0]
         return reference, [line.split(". ", 1)[1] for line in block.splitlines()]
-    return reference, [re.search(r"Claim: (.*?)\n\n", prompt, re.S).group(1)]
+    return reference, [re.search(r"Claim: (.*?)\n\n", prompt, re.DOTALL).group(1)]
 
 
 def _verdict(claim: str, reference: str) -> str:
@@ -134,7 +137,9 @@ def test_label_cache_skips_what_is_labelled_and_claims_present_are_kept(tmp_path
     # Labels present in the input are not recomputed (RAGChecker's skip), even without a cache.
     given = labelled_items()
     kept, engine = evaluate(given, cfg)
-    assert engine.prompts == 0 and [k["answer2response"] for k in kept] == [g["answer2response"] for g in given]
+    assert engine.prompts == 0 and [k["answer2response"] for k in kept] == [
+        g["answer2response"] for g in given
+    ]
 
 
 def test_a_refused_prompt_fails_only_its_item():
@@ -173,7 +178,12 @@ def test_item_validation_names_the_field():
         item, got = check_item(obj, ALL, "x")
         assert item is None and got.startswith(reason), got
     # A /v1/query answer without a ground truth is fine for faithfulness alone.
-    answer = {"query": "q", "response": "r", "retrieved_context": [{"doc_id": "d", "text": "t"}], "citations": []}
+    answer = {
+        "query": "q",
+        "response": "r",
+        "retrieved_context": [{"doc_id": "d", "text": "t"}],
+        "citations": [],
+    }
     assert check_item(answer, select_metrics("faithfulness"), "x")[1] is None
     items, errors = read_items(str(REPO / "examples/ragchecker/inputs.jsonl"), ALL)
     assert [i["query_id"] for i in items] == ["q1", "q2", "q3", "q4"]
@@ -182,7 +192,11 @@ def test_item_validation_names_the_field():
 
 def test_nli_checker_on_a_tiny_local_classifier(tmp_path):
     checker = NLIChecker("tiny", CheckingConfig(batch_size_checker=3), LabelCache(tmp_path))
-    pairs = [([["a", "b", "c"], ["x", "y", "z"]], "some reference"), ([], "other"), ([["p", "q", "r"]], "ref")]
+    pairs = [
+        ([["a", "b", "c"], ["x", "y", "z"]], "some reference"),
+        ([], "other"),
+        ([["p", "q", "r"]], "ref"),
+    ]
     labels = asyncio.run(checker.check(pairs))
     assert [len(x) for x in labels] == [2, 0, 1] and all(lab in (E, N, C) for row in labels for lab in row)
     assert asyncio.run(checker.check(pairs)) == labels and checker.cache.hits == 3

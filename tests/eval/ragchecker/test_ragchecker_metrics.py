@@ -71,7 +71,7 @@ def test_worked_example_reproduces_the_spec_numbers():
 
 def random_query(rng):
     m, g, k = rng.randint(1, 7), rng.randint(1, 7), rng.randint(1, 5)
-    pick = lambda: rng.choice([E, E, N, C])  # noqa: E731
+    pick = lambda: rng.choice([E, E, N, C])
     return {
         "answer2response": [pick() for _ in range(m)],
         "response2answer": [pick() for _ in range(g)],
