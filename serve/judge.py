@@ -45,6 +45,9 @@ class JudgeAppArgs(Config):
         None, description="name reported as judge_model; None = llm's served name"
     )
     max_reference_aius: int = Field(64, ge=1, description="reference_aius per meta-eval item (one verdict each)")
+    evidence_db: str | None = Field(
+        None, description="SQLAlchemy URL of the contamination evidence behind /v1/contamination; None = 404"
+    )
     llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
     judge_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
 
@@ -87,6 +90,10 @@ class SafetyJudgeServer:
         auth = bearer_auth(self.args.http)
         add_openai_routes(app, DeploymentBackend(self.llm, self.args.llm.model_name), auth,
                           self.args.llm.default_max_tokens, self.args.http)  # fmt: skip
+
+        from rayflow.data.decontam.http import add_contamination_route
+
+        add_contamination_route(app, self.args.evidence_db, auth)  # GET /v1/contamination?dataset=&source=
 
         @app.get("/healthz")
         async def healthz():

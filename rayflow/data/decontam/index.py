@@ -11,6 +11,9 @@ documents (`EvalIndex.scan`) is vectorised:
 5. exact re-verification: the window's id tuple looked up in the length's exact n-gram map. Ids map one to
    one to tokens, so a hit is a true token-for-token match and the filter never causes a missed one.
 
+Lengths above the shortest rule n (the gate) are looked up only where a gate-length n-gram was found at the
+same start: every longer n-gram of an example begins with one of that example's gate-grams.
+
 Lengths: every rule's n, plus the length of each example shorter than some rule's n (its whole sequence is
 matched as one n-gram at position 0). A hit is `(example, length, position in example, position in document)`.
 
@@ -20,7 +23,6 @@ Plain Python, numpy and pyarrow; no Ray.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -86,8 +88,8 @@ class EvalIndex:
         self.fingerprint = digest.hexdigest()[:16]
         self._powers = np.ones(1, np.uint64)
         self._inverse_powers = np.ones(1, np.uint64)
-        punct = _ASCII_PUNCT if normalize.strip_punctuation else ""
-        self._ascii_breaks = f"[{re.escape(punct + _ASCII_SPACE)}]+"
+        breaks = (_ASCII_PUNCT if normalize.strip_punctuation else "") + _ASCII_SPACE
+        self._ascii_table = str.maketrans(breaks, " " * len(breaks))
 
     def _bloom(self, grams) -> Bloom:
         bloom = Bloom(max(len(grams), 1), self.bloom_fpr)
@@ -109,20 +111,19 @@ class EvalIndex:
     def tokens(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """Tokens of every text, flat, and the index of the text each token belongs to (texts' tokens are
         contiguous and in order; the texts themselves may be reordered: ASCII ones first)."""
-        array = pa.array(texts, pa.string())
-        is_ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+        is_ascii = np.fromiter((t.isascii() for t in texts), bool, count=len(texts))
         order_ascii = np.flatnonzero(is_ascii)
         parts, owners = [], []
         if len(order_ascii):
-            # For ASCII text NFKC is the identity, so lower-casing and breaking on punctuation and whitespace
-            # give exactly `tokenize`'s tokens.
-            text = array.take(pa.array(order_ascii))
-            if self.normalize.lowercase:
-                text = pc.ascii_lower(text)
-            lists = pc.split_pattern(pc.replace_substring_regex(text, self._ascii_breaks, " "), " ")
+            # For ASCII text NFKC is the identity, so lower-casing and turning punctuation and whitespace into
+            # spaces (one C-level `str.translate` each) then splitting on spaces gives exactly `tokenize`'s tokens.
+            lower = self.normalize.lowercase
+            text = pa.array([(texts[i].lower() if lower else texts[i]).translate(self._ascii_table)
+                             for i in order_ascii.tolist()], pa.string())  # fmt: skip
+            lists = pc.split_pattern(text, " ")
             flat = pc.list_flatten(lists)
-            parent = pc.list_parent_indices(lists).to_numpy()
             keep = pc.not_equal(flat, "")
+            parent = pc.list_parent_indices(lists).to_numpy()
             parts.append(flat.filter(keep))
             owners.append(order_ascii[parent[keep.to_numpy(zero_copy_only=False)]])
         for i in np.flatnonzero(~is_ascii):
@@ -162,20 +163,30 @@ class EvalIndex:
             prefix = np.concatenate(
                 [[np.uint64(0)], np.cumsum((ids + 1).astype(np.uint64) * self._powers[:total], dtype=np.uint64)]
             )
+            gate = min(self.rule_ns, default=0)
+            gate_found = np.zeros(0, np.int64)
             for m in self.lengths:
                 if total < m:
                     continue
                 valid = (missing[m:] == missing[:-m]) & (owner[: total - m + 1] == owner[m - 1 :])
-                at = np.flatnonzero(valid)
-                if not len(at):
-                    continue
+                if m > gate:
+                    # A longer n-gram of an example starts with one of its `gate`-grams: only windows whose
+                    # gate-gram was found can match, so the rest are not even looked up.
+                    at = gate_found[gate_found <= total - m]
+                    at = at[valid[at]]
+                else:
+                    at = np.flatnonzero(valid)
                 h = (prefix[at + m] - prefix[at]) * self._inverse_powers[at]
                 bloom = self.blooms[m]
                 maybe = np.fromiter(map(bloom.__contains__, h.tolist()), bool, count=len(at))
                 exact = self.exact[m]
+                matched = []
                 for i in at[maybe].tolist():
                     entries = exact.get(tuple(ids[i : i + m].tolist()))
                     if entries:  # None: a Bloom false positive (or a hash collision), dropped here
+                        matched.append(i)
                         doc = int(owner[i])
                         hits[doc].extend((ex, m, pos, i - int(doc_start[doc])) for ex, pos in entries)
+                if m == gate:
+                    gate_found = np.array(matched, np.int64)
         return hits

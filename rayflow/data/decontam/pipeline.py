@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -192,18 +193,21 @@ class Scanner:
         self.gpt3_n = gpt3_n
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        good = [r for r in rows if r["error"] is None]
-        for row, hits in zip(good, self.index.scan([r["text"] for r in good])):
-            row["hits"] = [{"example": e, "length": m, "pos": p, "doc_pos": d} for e, m, p, d in hits]
+        texts = batch.column("text").to_pylist()
+        good = np.flatnonzero(pc.is_null(batch.column("error")).to_numpy(zero_copy_only=False)).tolist()
+        hits: list[list] = [[] for _ in texts]
+        fragments: list[list[str] | None] = [None] * len(texts)
+        n_bytes = [0] * len(texts)
+        for i, found in zip(good, self.index.scan([texts[i] for i in good])):
+            hits[i] = [{"example": e, "length": m, "pos": p, "doc_pos": d} for e, m, p, d in found]
+            n_bytes[i] = len(texts[i].encode())
             if self.filter.enabled:
-                starts = [d for _, m, _, d in hits if m == self.gpt3_n]
-                row["fragments"] = clean_document(row["text"], starts, self.gpt3_n, self.filter, self.index.normalize)
-        for row in rows:
-            row.setdefault("hits", [])
-            row.setdefault("fragments", None)
-            row["n_bytes"] = len(row["text"].encode()) if row["error"] is None else 0
-        return pa.Table.from_pylist(rows, schema=SCAN_SCHEMA)
+                starts = [d for _, m, _, d in found if m == self.gpt3_n]
+                fragments[i] = clean_document(texts[i], starts, self.gpt3_n, self.filter, self.index.normalize)
+        columns = {name: batch.column(name) for name in ("source", "row", "id", "error", "reason", "raw")}
+        columns.update(n_bytes=pa.array(n_bytes, pa.int64()), hits=pa.array(hits, SCAN_SCHEMA.field("hits").type),
+                       fragments=pa.array(fragments, pa.list_(pa.string())))  # fmt: skip
+        return pa.table({name: columns[name] for name in SCAN_SCHEMA.names}, schema=SCAN_SCHEMA)
 
 
 class _ScanSink(Datasink):

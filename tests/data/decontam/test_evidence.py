@@ -95,3 +95,17 @@ def test_contamination_route(db, tmp_path):
     add_contamination_route(off, None, bearer_auth(HTTPConfig()))
     reply = TestClient(off).get("/v1/contamination", params={"dataset": "gsm8k"})
     assert reply.status_code == 404 and "evidence_db" in reply.json()["error"]["message"]
+
+
+def test_the_judge_app_serves_the_route_from_its_evidence_db_arg(db):
+    """The judge app's own ASGI app (built without Serve or a model: the route needs neither)."""
+    from serve.judge import JudgeAppArgs, SafetyJudgeServer
+
+    db.add_evidence([{"dataset": "gsm8k", "source": "GPT-4", "source_type": "model", "train": "79.00"}])
+    server = SafetyJudgeServer.func_or_class.__new__(SafetyJudgeServer.func_or_class)
+    server.llm, server.model_name = None, "judge"
+    for url, status in ((db.url, 200), (None, 404)):
+        server.args = JudgeAppArgs(evidence_db=url)
+        reply = TestClient(server.__serve_build_asgi_app__()).get("/v1/contamination", params={"dataset": "gsm8k"})
+        assert reply.status_code == status
+    assert reply.json()["error"]["type"] == "not_found_error"

@@ -1,0 +1,184 @@
+"""Decontamination scan throughput: the job's Ray Data scan (candidate) vs a plain Python 13-gram set scan
+(baseline), corpus MB/s per core on the same data with the same gpt3 verdicts; and the job on 2 CPUs vs 1.
+
+Data (generated, deterministic): 1,000 evaluation examples of ~40 words drawn from a Zipf vocabulary of invented
+words, and a corpus of `--mb` MB in 16 JSONL files of 60-400-word documents from the same vocabulary (3% hold
+a planted copy of an example, verbatim or upper-cased with punctuation; 2% have accents and CJK text, so both
+tokenisation paths run). The baseline reads every line (`json.loads`), tokenises it (`rules.tokenize`) and looks
+up every 13-gram in a set of the examples' 13-grams. The candidate is the whole job (`run(cfg)`, every rule:
+8-, 10- and 13-grams) in a fresh process pinned with `taskset` to 1 or 2 cores, on a local Ray told it has that
+many CPUs, one scan actor per CPU. Its rate is the scan's steady state from the commit times of the output parts
+(Ray start-up and the first part excluded); `phase_mb_per_s` is the whole scan phase. Each side's gpt3 verdicts
+must agree. Run: `python benchmarks/decontam_scan.py [--mb 48]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+N_EXAMPLES, FILES = 1000, 16
+
+
+def make_data(root: Path, mb: float, seed: int = 0) -> float:
+    """Write eval.jsonl and corpus/*.jsonl under `root`; returns the corpus size in MB (UTF-8 text bytes)."""
+    rnd = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ne", "ru", "ta", "so", "vi", "pe", "du", "an", "or", "el", "is", "um"]
+    vocab = sorted({"".join(rnd.choices(syllables, k=rnd.randint(1, 4))) for _ in range(30000)})
+    rnd.shuffle(vocab)
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+
+    def words(n: int) -> list[str]:
+        return rnd.choices(vocab, weights, k=n)
+
+    examples = [" ".join(words(rnd.randint(30, 50))) for _ in range(N_EXAMPLES)]
+    (root / "eval.jsonl").write_text("".join(json.dumps({"id": i, "question": q, "answer": ""}) + "\n"
+                                             for i, q in enumerate(examples)))  # fmt: skip
+    corpus = root / "corpus"
+    corpus.mkdir()
+    target, size, d = mb * 1e6, 0, 0
+    lines: list[list[str]] = [[] for _ in range(FILES)]
+    while size < target:
+        w = words(rnd.randint(60, 400))
+        r = rnd.random()
+        if r < 0.03:
+            copy = rnd.choice(examples[:300]).split()
+            copy = copy if r < 0.015 else [x.upper() + rnd.choice(["", ",", "!"]) for x in copy]
+            w[rnd.randint(0, len(w)) : 0] = copy
+        elif r < 0.05:
+            w[5:5] = ["café", "naïve", "東京の夏", "Ｆｕｌｌ"]
+        text = " ".join(w).capitalize() + "."
+        lines[d % FILES].append(json.dumps({"id": f"d{d}", "text": text}, ensure_ascii=False) + "\n")
+        size += len(text.encode())
+        d += 1
+    for f, part in enumerate(lines):
+        (corpus / f"part-{f:02d}.jsonl").write_text("".join(part), encoding="utf-8")
+    return size / 1e6
+
+
+def baseline(root: str) -> None:
+    """The plain scan (run pinned to one core): prints JSON with its seconds and the dirty example ids."""
+    from rayflow.data.decontam.rules import tokenize
+
+    start = time.perf_counter()
+    examples = [json.loads(line) for line in (Path(root) / "eval.jsonl").read_text().splitlines()]
+    grams: dict[tuple, set[int]] = {}
+    for ex in examples:
+        toks = tokenize(ex["question"] + "\n" + ex["answer"])
+        for i in range(len(toks) - 12):
+            grams.setdefault(tuple(toks[i : i + 13]), set()).add(ex["id"])
+    dirty: set[int] = set()
+    n_bytes = 0
+    for path in sorted((Path(root) / "corpus").glob("*.jsonl")):
+        with open(path, encoding="utf-8") as lines:
+            texts = [json.loads(line)["text"] for line in lines]
+        for text in texts:
+            n_bytes += len(text.encode())
+            toks = tokenize(text)
+            for i in range(len(toks) - 12):
+                found = grams.get(tuple(toks[i : i + 13]))
+                if found:
+                    dirty |= found
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "mb": n_bytes / 1e6, "dirty": sorted(dirty)}))
+
+
+def job(cpus: int, root: str) -> None:
+    """The job on a local Ray of `cpus` CPUs (run pinned to as many cores)."""
+    import ray
+
+    from rayflow.data.decontam.evalsets import EvalSetConfig
+    from rayflow.data.decontam.pipeline import DecontamConfig, run
+
+    cfg = DecontamConfig(
+        eval_sets=[EvalSetConfig(name="bench", path=f"{root}/eval.jsonl", split_field=None)],
+        corpus=f"{root}/corpus",
+        output_dir=f"{root}/out{cpus}",
+        scan={"actors": cpus, "cpus_per_actor": 0.75, "batch_size": 256},
+        read_cpus=0.25,
+        rows_per_block=256,
+        block_bytes=1 << 20,
+    )
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        run(cfg)
+    finally:
+        ray.shutdown()
+
+
+def steady_mb_per_s(out: Path) -> dict:
+    """MB/s between the first and the last committed data part (the first part's bytes not counted)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts = sorted((p.stat().st_mtime, pc.sum(pq.read_table(p, columns=["n_bytes"])["n_bytes"]).as_py())
+                   for p in (out / "data").glob("part-*.parquet"))  # fmt: skip
+    seconds = parts[-1][0] - parts[0][0]
+    return {"value": sum(b for _, b in parts[1:]) / 1e6 / seconds, "parts": len(parts), "seconds": round(seconds, 3)}
+
+
+def pinned(cores: int, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
+    cmd = ["taskset", "-c", ",".join(map(str, range(cores))), sys.executable, __file__, *args]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mb", type=float, default=48.0, help="corpus size in MB")
+    parser.add_argument("--baseline", metavar="ROOT", help=argparse.SUPPRESS)
+    parser.add_argument("--job", nargs=2, metavar=("CPUS", "ROOT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline:
+        return baseline(args.baseline)
+    if args.job:
+        return job(int(args.job[0]), args.job[1])
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mb = make_data(Path(tmp), args.mb)
+        base = json.loads(pinned(1, "--baseline", tmp).stdout.strip().splitlines()[-1])
+        sides = {}
+        for cpus in (1, 2):
+            pinned(cpus, "--job", str(cpus), tmp)
+            out = Path(tmp) / f"out{cpus}"
+            verdicts = pq.read_table(out / "verdicts.parquet", columns=["id", "gpt3_dirty"]).to_pylist()
+            dirty = sorted(int(v["id"]) for v in verdicts if v["gpt3_dirty"])
+            if dirty != base["dirty"]:
+                raise SystemExit(f"verdicts differ on {cpus} CPU(s): {len(dirty)} vs {len(base['dirty'])} dirty")
+            run = json.loads((out / "run.json").read_text())
+            phase = {"seconds": run["phases"]["scan"]}
+            steady = steady_mb_per_s(out)
+            sides[cpus] = {"label": f"job scan, {cpus} CPU(s), per core", "value": steady["value"] / cpus,
+                           "mb_per_s": steady["value"], "steady": steady, "phase_s": phase["seconds"],
+                           "phase_mb_per_s": mb / phase["seconds"]}  # fmt: skip
+    baseline_side = {"label": "plain Python 13-gram set scan, 1 core", "value": mb / base["seconds"],
+                     "seconds": base["seconds"]}  # fmt: skip
+    candidate = {**sides[1], "corpus_mb": mb, "dirty_examples": len(base["dirty"]),
+                 "two_cpus": sides[2], "two_vs_one_cpu": sides[2]["mb_per_s"] / sides[1]["mb_per_s"]}  # fmt: skip
+    path = write_result("decontam_scan", candidate, baseline_side, unit="corpus MB/s per core", higher_is_better=True)
+    print(
+        f"job {sides[1]['value']:.2f} MB/s per core (1 CPU) vs plain scan {baseline_side['value']:.2f} MB/s "
+        f"({sides[1]['value'] / baseline_side['value']:.2f}x); 2 CPUs {sides[2]['mb_per_s']:.2f} MB/s = "
+        f"{candidate['two_vs_one_cpu']:.2f}x of 1 CPU; {mb:.1f} MB, {len(base['dirty'])} dirty examples -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()
