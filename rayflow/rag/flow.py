@@ -45,7 +45,10 @@ class AssistantConfig(Config):
     source_filter: bool = Field(True, description="ask the model whether each retrieved paper is relevant")
     min_score: float | None = Field(None, description="drop reranked chunks scoring below this; None = keep")
     max_passages: int = Field(8, ge=1, description="passages the final answer is written from (best first)")
-    passage_chars: int = Field(600, ge=50, description="characters of each passage shown to the model")
+    passage_chars: int = Field(600, ge=20, description="most characters of one passage shown to the model")
+    context_chars: int = Field(
+        2400, ge=20, description="most characters of passages (or findings) in one prompt, shared out evenly"
+    )
     citation_threshold: float = Field(
         0.5, ge=0, description="BM25 score (over the answer's passages) a sentence needs to cite a passage"
     )
@@ -133,8 +136,14 @@ class Run:
         out = await self.generate([P.chat(u) for u in users], params)
         return [o if isinstance(o, PromptRejected) else o.text.strip() for o in out]
 
-    def clip(self, passage: Passage) -> str:
-        return passage.text[: self.config.passage_chars]
+    def passages(self, passages: Sequence[Passage], budget: int | None = None) -> str:
+        """Numbered passages for a prompt, each cut to its share of `budget` characters (default
+        `context_chars`) and to `passage_chars`, so a prompt stays inside the model's context however many
+        passages there are; "(none)" for none."""
+        if not passages:
+            return "(none)"
+        share = min(self.config.passage_chars, (budget or self.config.context_chars) // len(passages))
+        return P.format_passages([p.text[:share] for p in passages])
 
 
 def _error(reply: str | PromptRejected) -> str | None:
@@ -271,9 +280,8 @@ async def filter_sources(
     for i, (q, passages) in enumerate(zip(subqueries, kept)):
         for doc_id, group in _by_source(passages).items():
             jobs.append((i, doc_id))
-            texts = [run.clip(p) for p in group]
             users.append(
-                P.FILTER.format(question=q, title=group[0].title or doc_id, passages=P.format_passages(texts))
+                P.FILTER.format(question=q, title=group[0].title or doc_id, passages=run.passages(group))
             )
     replies = await run.ask(users, run.config.step_max_tokens) if users else []
     dropped, unparsed, errors = set(), 0, []
@@ -300,7 +308,7 @@ async def sub_answers(run: Run, subqueries: Sequence[str], kept: list[list[Passa
     """One short answer per sub-query from its own passages (one batched model call)."""
     t = run.trace.start()
     users = [
-        P.SUB_ANSWER.format(passages=P.format_passages([run.clip(p) for p in ps]) or "(none)", question=q)
+        P.SUB_ANSWER.format(passages=run.passages(ps), question=q)
         for q, ps in zip(subqueries, kept)
     ]
     replies = await run.ask(users, run.config.answer_max_tokens)
@@ -319,9 +327,12 @@ async def sub_answers(run: Run, subqueries: Sequence[str], kept: list[list[Passa
 async def write_answer(run: Run, question: str, findings: Sequence[str], passages: Sequence[Passage]) -> str:
     """The final answer from the sub-answers and the passages (no citations yet)."""
     t = run.trace.start()
-    listed = "\n".join(f"- {f}" for f in findings if f) or "(none)"
+    # Passages and findings share the prompt's budget half and half.
+    half = run.config.context_chars // 2
+    findings = [f for f in findings if f]
+    listed = "\n".join(f"- {f[: half // len(findings)]}" for f in findings) or "(none)"
     prompt = P.FINAL.format(
-        passages=P.format_passages([run.clip(p) for p in passages]) or "(none)",
+        passages=run.passages(passages, half),
         findings=listed,
         question=question,
     )
@@ -362,7 +373,7 @@ async def critique(
     """("yes", "") or ("no", reason); None when the reply has no verdict (the flow then stops critiquing)."""
     t = run.trace.start()
     prompt = P.CRITIQUE.format(
-        passages=P.format_passages([run.clip(p) for p in passages]) or "(none)",
+        passages=run.passages(passages),
         question=question,
         answer=answer,
     )
@@ -388,7 +399,7 @@ async def refine(run: Run, question: str, answer: str, reason: str, passages: Se
     t = run.trace.start()
     prompt = P.REFINE.format(
         critique=reason or "it is incomplete",
-        passages=P.format_passages([run.clip(p) for p in passages]) or "(none)",
+        passages=run.passages(passages),
         question=question,
         answer=answer,
     )
