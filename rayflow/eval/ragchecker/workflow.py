@@ -53,10 +53,11 @@ class EvalRagConfig(CheckingConfig):
         None,
         description="RAGChecker's output JSON (items, claims, labels, metrics); None = output_dir/results.json",
     )
-    extractor_name: str = Field("tiny:tiny", description="claim-extraction LLM (model name for the engine)")
-    checker_name: str = Field(
-        "tiny:tiny",
-        description="checking LLM, or nli (RefChecker's NLI model), nli:<hub id or dir>, nli:tiny",
+    extractor_name: str | None = Field(None, description="claim-extraction LLM; None = engine.model")
+    checker_name: str | None = Field(
+        None,
+        description="checking LLM, or nli (RefChecker's NLI model), nli:<hub id or dir>, nli:tiny; "
+        "None = the extractor",
     )
     metrics: list[str] = Field(
         ["all_metrics"],
@@ -65,7 +66,7 @@ class EvalRagConfig(CheckingConfig):
     )
     engine: EngineConfig = Field(
         EngineConfig(backend="hf", model="tiny:tiny", dtype="float32", max_model_len=1024),
-        description="backend settings of the extractor and LLM checker (model: from *_name)",
+        description="the engine of the extractor and LLM checker (their models: *_name, default engine.model)",
     )
     cache: bool = Field(True, description="keep claims and labels in output_dir/label_cache (resumable)")
     stage: StageConfig = Field(
@@ -84,11 +85,21 @@ class EvalRagConfig(CheckingConfig):
         return value
 
     @property
+    def extractor(self) -> str:
+        """The extraction model."""
+        return self.extractor_name or self.engine.model
+
+    @property
+    def checker(self) -> str:
+        """The checking model (an LLM, or `nli`/`nli:<model>`)."""
+        return self.checker_name or self.extractor
+
+    @property
     def nli_model(self) -> str | None:
-        """The NLI classifier `checker_name` names, or None for an LLM checker."""
-        if self.checker_name == "nli":
+        """The NLI classifier the checker names, or None for an LLM checker."""
+        if self.checker == "nli":
             return "nli"
-        return self.checker_name.removeprefix("nli:") if self.checker_name.startswith("nli:") else None
+        return self.checker.removeprefix("nli:") if self.checker.startswith("nli:") else None
 
     def engine_for(self, model: str) -> EngineConfig:
         return self.engine.model_copy(update={"model": model})
@@ -128,7 +139,7 @@ class ExtractTask(_Task):
 
     def __call__(self, rows: list[dict], engine: Engine | None) -> None:
         ccfg = self.cfg.checking()
-        extractor = LLMExtractor(from_engine(engine), self.cfg.extractor_name, ccfg, self.cache())
+        extractor = LLMExtractor(from_engine(engine), self.cfg.extractor, ccfg, self.cache())
         self._run(rows, lambda items: RAGEvaluator(extractor, None, ccfg).extract(items, self.metrics))
 
 
@@ -144,16 +155,16 @@ class CheckTask(_Task):
                 self._nli = NLIChecker(self.cfg.nli_model, ccfg, self.cache())
             checker = self._nli
         else:
-            checker = LLMChecker(from_engine(engine), self.cfg.checker_name, ccfg, self.cache())
+            checker = LLMChecker(from_engine(engine), self.cfg.checker, ccfg, self.cache())
         self._run(rows, lambda items: RAGEvaluator(None, checker, ccfg).check(items, self.metrics))
 
 
 def check(cfg: EvalRagConfig) -> None:
     """The input and the models exist (tiny and hub names are resolved when loaded)."""
     require_path(cfg.input_path, "input_path")
-    require_model(cfg.extractor_name, "extractor_name")
+    require_model(cfg.extractor, "extractor_name")
     if cfg.nli_model is None:
-        require_model(cfg.checker_name, "checker_name")
+        require_model(cfg.checker, "checker_name")
     elif cfg.nli_model not in ("nli", "tiny"):
         require_model(cfg.nli_model, "checker_name")
 
@@ -172,16 +183,16 @@ def run(cfg: EvalRagConfig) -> Result:
         done: list[dict] = []
         if items:
             with wf.phase("evaluate"):
-                for name in {cfg.extractor_name, cfg.checker_name}:
+                for name in {cfg.extractor, cfg.checker}:
                     if name.startswith("tiny:"):
                         resolve_model_path(name)  # build a tiny model once here, not in every actor
-                log.info("evaluating %d items: extractor %s, checker %s (%s)", len(items), cfg.extractor_name,
-                         cfg.checker_name, "joint" if cfg.joint_check else "single")  # fmt: skip
+                log.info("evaluating %d items: extractor %s, checker %s (%s)", len(items), cfg.extractor,
+                         cfg.checker, "joint" if cfg.joint_check else "single")  # fmt: skip
                 rows = [
                     {"key": i, "item": json.dumps(item, ensure_ascii=False)} for i, item in enumerate(items)
                 ]
-                checker_engine = None if cfg.nli_model else cfg.engine_for(cfg.checker_name)
-                tasks = [ExtractTask(cfg, cfg.engine_for(cfg.extractor_name)), CheckTask(cfg, checker_engine)]
+                checker_engine = None if cfg.nli_model else cfg.engine_for(cfg.checker)
+                tasks = [ExtractTask(cfg, cfg.engine_for(cfg.extractor)), CheckTask(cfg, checker_engine)]
                 ds = engine_map(ray.data.from_items(rows), tasks, cfg.stage)
                 done = [json.loads(r["item"]) for r in sorted(ds.take_all(), key=lambda r: r["key"])]
         results = [item for item in done if not item.get("error")]
@@ -214,7 +225,7 @@ def write_report(out: Path, cfg: EvalRagConfig, overall: dict, n: int, errors: l
         "# RAGChecker evaluation",
         "",
         f"Input: `{cfg.input_path}` ({n} items evaluated, {len(errors)} errors: see errors.jsonl). "
-        + f"Extractor `{cfg.extractor_name}`, checker `{cfg.checker_name}` ({mode}).",
+        + f"Extractor `{cfg.extractor}`, checker `{cfg.checker}` ({mode}).",
         "",
         "Percentages, averaged over items. Lower is better for noise sensitivity and hallucination.",
         "",
