@@ -4,9 +4,10 @@ errors in the OpenAI error body, `{"error": {"message", "type", "param", "code"}
 client raises its usual exceptions with our message.
 
 A client's mistake is a 4xx whose message starts with the field at fault (`items[2].id: ...`); a failure of
-the server while answering is a 500 with the same body (the details go to the replica's log). Only
-`GET /healthz` stays open, so load balancers and Kubernetes probes need no token; with a token set, the
-API docs (`/docs`, `/openapi.json`) need it like every other route.
+the server while answering is a 500 with the same body (the details go to the replica's log). A route needs
+the token when it declares `dependencies=[bearer_auth(config)]`; the middleware checks it for those routes
+before reading the body. Routes without it stay open (`/healthz`, so load balancers and Kubernetes probes
+need no token; a web page). With a token set, the API docs (`/docs`, `/openapi.json`) need it too.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ import logging
 import os
 from collections.abc import Sized
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
+from starlette.routing import Match
 
 from rayflow.config import Config
 from rayflow.llm import unicode_problem
 
 logger = logging.getLogger(__name__)
-
-OPEN_PATHS = frozenset({"/healthz"})
-"""Routes served without a token (health probes)."""
 
 
 class HTTPConfig(Config):
@@ -127,10 +126,10 @@ def _auth_problem(header: str, token: str) -> str | None:
 
 
 def bearer_auth(config: HTTPConfig):
-    """A FastAPI dependency refusing requests without `Authorization: Bearer <token>` (when a token is set).
+    """A FastAPI dependency marking a route as needing `Authorization: Bearer <token>` (when a token is set).
 
-    `guarded_app` already refuses them before the body is read; the dependency states the requirement on
-    the route itself, for an app mounted elsewhere.
+    `guarded_app`'s middleware sees the mark and refuses requests without the token before their body is
+    read; the dependency checks again, for an app not built by `guarded_app`.
     """
     token = config.token()
 
@@ -139,7 +138,15 @@ def bearer_auth(config: HTTPConfig):
         if problem:
             raise HTTPException(401, detail=error_body(problem, 401), headers={"WWW-Authenticate": "Bearer"})
 
+    check.needs_token = True
     return Depends(check)
+
+
+def _needs_token(route) -> bool:
+    dependant = getattr(route, "dependant", None)
+    return dependant is not None and any(
+        getattr(d.call, "needs_token", False) for d in dependant.dependencies
+    )
 
 
 def invalid_text(value) -> tuple[str, str] | None:
@@ -179,8 +186,10 @@ class GuardMiddleware:
     timeout after the response has started (a long stream) can only close the connection.
     """
 
-    def __init__(self, app, config: HTTPConfig):
+    def __init__(self, app, config: HTTPConfig, router: APIRouter, docs: frozenset[str] = frozenset()):
         self.app = app
+        self.router = router  # the app's live routes: which need the token
+        self.docs = docs
         self.token = config.token()
         self.max_bytes = config.max_request_bytes
         self.timeout = config.request_timeout_s
@@ -189,7 +198,7 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self.token is not None and _route_path(scope) not in OPEN_PATHS:
+        if self.token is not None and self._needs_token(scope):
             problem = _auth_problem(headers.get(b"authorization", b"").decode("latin-1"), self.token)
             if problem:
                 return await _reply(send, 401, problem, headers={"WWW-Authenticate": "Bearer"})
@@ -216,6 +225,11 @@ class GuardMiddleware:
             logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
             if not started:
                 await _reply(send, 500, f"the server failed to answer ({type(err).__name__}); see its log")
+
+    def _needs_token(self, scope) -> bool:
+        if _route_path(scope) in self.docs:
+            return True
+        return any(_needs_token(r) for r in self.router.routes if r.matches(scope)[0] != Match.NONE)
 
     async def _guarded(self, scope, receive, send) -> None:
         body = await self._read_body(receive)
@@ -269,10 +283,13 @@ async def _reply(
 
 
 def guarded_app(title: str, config: HTTPConfig) -> FastAPI:
-    """A FastAPI app with the guards (`GuardMiddleware`) and field-naming error handlers installed: every
-    route but `/healthz` needs the token when `config` sets one."""
+    """A FastAPI app with the guards (`GuardMiddleware`) and field-naming error handlers installed. Declare
+    `dependencies=[bearer_auth(config)]` on every route that needs the token (all but `/healthz` and pages)."""
     app = FastAPI(title=title)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_middleware(GuardMiddleware, config=config)
+    docs = frozenset(
+        filter(None, (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
+    )
+    app.add_middleware(GuardMiddleware, config=config, router=app.router, docs=docs)
     return app

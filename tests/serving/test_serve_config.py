@@ -16,7 +16,8 @@ def test_shipped_config_is_a_valid_multi_app_serve_config():
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(CONFIG)
-    assert [a.name for a in schema.applications] == ["judge", "llm"]
+    names = [a.name for a in schema.applications]
+    assert {"judge", "llm"} <= set(names) and len(set(names)) == len(names)
     assert schema.http_options.host == "127.0.0.1"  # loopback unless the operator opens it
 
 
