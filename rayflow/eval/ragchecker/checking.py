@@ -300,7 +300,8 @@ class RAGEvaluator:
                 text_field = "response" if claims_field == "response_claims" else "gt_answer"
                 if item.get("error") or item.get(field) is not None or item.get(claims_field) is not None:
                     continue
-                if (item, claims_field) not in [(j[0], j[1]) for j in jobs]:
+                # By identity: two equal items (a repeated question) each get their own claims.
+                if not any(j[0] is item and j[1] == claims_field for j in jobs):
                     jobs.append((item, claims_field, text_field))
         if not jobs:
             return

@@ -122,6 +122,11 @@ def test_joint_and_single_checking_agree_with_a_deterministic_checker(tmp_path):
     # The scripted verdicts are real labels: q1's "1889" is entailed by the first chunk only.
     assert joint[0]["retrieved2response"][0] == [E, N, N]
     assert "error" not in joint[0] and items[0].get("answer2response") is None  # inputs are copied
+    # Equal items (a repeated question, raw) are each extracted and checked.
+    raw = {k: v for k, v in items[1].items() if not k.endswith("_claims")}
+    twice, _ = evaluate([raw, dict(raw)], CheckingConfig())
+    assert twice[0]["response_claims"] == twice[1]["response_claims"] != []
+    assert twice[0]["metrics"] == twice[1]["metrics"]
 
 
 def test_label_cache_skips_what_is_labelled_and_claims_present_are_kept(tmp_path):
