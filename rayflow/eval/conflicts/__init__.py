@@ -3,7 +3,7 @@ detectors that find conflicts (NLI, factual consistency, an LLM's yes/no), with 
 
 Modules: `pairs` (the conflict-set record, conflict types, assembling sets), `prompts` (the generator's and
 the LLM detector's prompts and parsers), `classifier` (sentence-pair classifiers on any HF
-sequence-classification id; the offline `tiny-nli`), `detectors` (the three detectors and the
+sequence-classification id, `tiny` offline), `detectors` (the three detectors and the
 `/v1/conflicts` logic), `metrics` (per-class, per-type, per-intensity scores and the plot), `make` and
 `evaluate` (the two Ray Data workflows behind `jobs/make_conflicts.py` and `jobs/eval_conflicts.py`).
 See docs/conflicts.md.

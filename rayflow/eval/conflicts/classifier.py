@@ -1,77 +1,22 @@
 """Sentence-pair classifiers on any Hugging Face sequence-classification model: NLI and factual consistency.
 
-    clf = PairClassifier("tiny-nli")            # or a hub id / local directory, e.g. a DeBERTa-MNLI checkpoint
+    clf = PairClassifier("tiny")                # or a hub id / local directory, e.g. a DeBERTa-MNLI checkpoint
     clf.probs(["E1 ..."], ["E2 ..."])           # one {label: probability} per pair (softmax over the labels)
 
 Label names come from the checkpoint's `id2label` (case-insensitive; `entailment`, `contradiction`,
-`neutral` and their prefixes). `tiny-nli` names a small random 3-label classifier built offline by
-`build_tiny_classifier` on rayflow's tiny tokenizer, for tests and CPU smoke runs, the way `tiny:<size>`
-names a tiny language model: its probabilities are deterministic but meaningless.
+`neutral` and their prefixes). Names resolve as RAGChecker's NLI checker resolves them
+(`rayflow.eval.ragchecker.tiny_nli`): `tiny` is a small random 3-label classifier built offline, for tests
+and CPU smoke runs (its probabilities are deterministic but meaningless), `nli` RefChecker's default NLI
+model; anything else is a hub id or a local directory.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-TINY_NLI = "tiny-nli"
-NLI_LABELS = ("entailment", "neutral", "contradiction")
-_CACHE_VERSION = "v1"
+from rayflow.eval.ragchecker.tiny_nli import resolve_nli_model
 
-
-def build_tiny_classifier(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Save a random 3-label (entailment, neutral, contradiction) Llama sequence classifier, 2 layers of
-    width 128 on rayflow's tiny tokenizer, with that tokenizer into `out_dir`; deterministic in `seed`."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    from rayflow.llm import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny:tiny"))
-    config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(NLI_LABELS),
-        id2label=dict(enumerate(NLI_LABELS)),
-        label2id={name: i for i, name in enumerate(NLI_LABELS)},
-        dtype="float32",
-    )
-    torch.manual_seed(seed)
-    model = LlamaForSequenceClassification(config)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def resolve_classifier(name: str) -> str:
-    """`tiny-nli` -> its built directory under `$RAYFLOW_CACHE/tiny-classifiers` (built once, atomically);
-    any other name (a local directory or hub id) is returned unchanged."""
-    if name != TINY_NLI:
-        return os.path.expanduser(name)
-    root = Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser() / "tiny-classifiers"
-    target = root / f"{_CACHE_VERSION}-nli-seed0"
-    if not target.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".nli.tmp-"))
-        try:
-            build_tiny_classifier(tmp)
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # another process renamed its build into place first: use that one
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
+TINY_NLI = "tiny"
 
 
 class PairClassifier:
@@ -83,7 +28,7 @@ class PairClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        source = resolve_classifier(model)
+        source = resolve_nli_model(model)
         self.name = model
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModelForSequenceClassification.from_pretrained(source)

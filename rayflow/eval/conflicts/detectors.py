@@ -1,6 +1,6 @@
 """Conflict detectors: given two evidence texts (and the question), do they conflict, and how strongly?
 
-    det = build_detector(DetectorConfig(kind="nli", model="tiny-nli"))
+    det = build_detector(DetectorConfig(kind="nli", model="tiny"))
     det.detect([("E1 ...", "E2 ...", "question?")])   # [Detection(conflict=..., score=...)] or PromptRejected
 
 Three kinds, as in ECon (§4 of the RAG brief):

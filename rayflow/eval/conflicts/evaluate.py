@@ -154,7 +154,8 @@ def run(cfg: EvalConflictsConfig) -> Result:
                             "raw": json.dumps({"id": r["id"]})} for _, r in refused.iterrows()]  # fmt: skip
                 judged = done[done[f"{name}_error"].isna()]
                 records = [{"conflict": bool(r["conflict"]), "pred": bool(r[f"{name}_conflict"]), "kind": r["kind"],
-                            "type": r["type"], "intensity": r["intensity"]} for _, r in judged.iterrows()]  # fmt: skip
+                            "type": _value(r["type"]), "intensity": _value(r["intensity"])}
+                           for _, r in judged.iterrows()]  # fmt: skip
                 metrics[name] = {"detector": d.model_dump(mode="json"), **detector_metrics(records)}
             write_outputs(out, cfg, done, errors, metrics)
         summary = {"lines_in": lines_in, "pairs": len(done), "errors": len(errors),
@@ -162,6 +163,11 @@ def run(cfg: EvalConflictsConfig) -> Result:
                    "accuracy": {n: round(m["accuracy"], 4) for n, m in metrics.items()}}  # fmt: skip
         best = ", ".join(f"{n} F1 {f:.3f}" for n, f in summary["f1"].items())
         return wf.finish(summary, f"{len(done)} pairs ({best}); {len(errors)} errors -> {out.resolve()}/report.md")
+
+
+def _value(x: Any) -> Any:
+    """A pandas cell as plain Python: a missing string (NA/None) is None."""
+    return None if pd.isna(x) else x
 
 
 def write_outputs(out: Path, cfg: EvalConflictsConfig, done: pd.DataFrame, errors: list[dict],

@@ -59,7 +59,7 @@ def test_answer_pairs_build_econ_triples_and_lexical_sets():
     assert {p.type for p in pairs} == {"entity"} and {p.set_id for p in pairs} == {"q/0-1"}
     # The answer with two texts plays `a` whatever its position; without an edit there is no lexical set.
     swapped = answer_pairs("q", "Q?", ["B", "A"], ev, {})
-    assert [(p.evidence_a, p.evidence_b) for p in swapped][0] == ("a1 says A", "b1 says B")
+    assert (swapped[0].evidence_a, swapped[0].evidence_b) == ("a1 says A", "b1 says B")
     assert {p.kind for p in swapped} == {"answer"}
     assert answer_pairs("q", "Q?", ["A", "B"], {"A": ["x"], "B": ["y"]}, {}) == []
 
