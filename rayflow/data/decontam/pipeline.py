@@ -58,6 +58,7 @@ SCAN_SCHEMA = pa.schema(
         ("row", pa.int64()),
         ("id", pa.string()),
         ("n_bytes", pa.int64()),
+        ("scan_s", pa.float64()),  # the scan actor's CPU seconds for the batch, shared equally by its documents
         ("hits", pa.list_(HIT)),
         ("fragments", pa.list_(pa.string())),
         ("error", pa.string()),
@@ -65,7 +66,7 @@ SCAN_SCHEMA = pa.schema(
         ("raw", pa.string()),
     ]
 )
-DATA_COLUMNS = ("source", "row", "id", "n_bytes", "hits")
+DATA_COLUMNS = ("source", "row", "id", "n_bytes", "scan_s", "hits")
 CLEANED_SCHEMA = pa.schema(
     [("id", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("fragment", pa.int64()), ("text", pa.string())]
 )
@@ -193,6 +194,7 @@ class Scanner:
         self.gpt3_n = gpt3_n
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.process_time()
         texts = batch.column("text").to_pylist()
         good = np.flatnonzero(pc.is_null(batch.column("error")).to_numpy(zero_copy_only=False)).tolist()
         hits: list[list] = [[] for _ in texts]
@@ -207,6 +209,7 @@ class Scanner:
         columns = {name: batch.column(name) for name in ("source", "row", "id", "error", "reason", "raw")}
         columns.update(n_bytes=pa.array(n_bytes, pa.int64()), hits=pa.array(hits, SCAN_SCHEMA.field("hits").type),
                        fragments=pa.array(fragments, pa.list_(pa.string())))  # fmt: skip
+        columns["scan_s"] = pa.array([(time.process_time() - started) / max(len(texts), 1)] * len(texts))
         return pa.table({name: columns[name] for name in SCAN_SCHEMA.names}, schema=SCAN_SCHEMA)
 
 
@@ -436,10 +439,12 @@ def _report(cfg, output: ScanOutput, examples: list[Example], rows: list[dict], 
     with output.fs.open_output_stream(output.path("verdicts.parquet")) as f:
         pq.write_table(table, f)
     documents = n_bytes = hits = 0
+    scan_s = 0.0
     for path in output.parts(DATA):
-        t = output.read(path, ["n_bytes", "hits"])
+        t = output.read(path, ["n_bytes", "scan_s", "hits"])
         documents += len(t)
         n_bytes += pc.sum(t.column("n_bytes")).as_py() or 0
+        scan_s += pc.sum(t.column("scan_s")).as_py() or 0.0
         hits += pc.sum(pc.list_value_length(t.column("hits"))).as_py() or 0
     errors: Counter = Counter()
     for path in output.parts(ERRORS):
@@ -452,6 +457,8 @@ def _report(cfg, output: ScanOutput, examples: list[Example], rows: list[dict], 
         "errors": sum(errors.values()),
         "errors_by_kind": dict(sorted(errors.items())),
         "hits": hits,
+        "scan_cpu_s": round(scan_s, 3),
+        "scan_mb_per_cpu_s": round(n_bytes / 1e6 / scan_s, 3) if scan_s else None,
         "examples": len(examples),
         "dirty": {r: sum(bool(x[f"{r}_dirty"]) for x in rows) for r in RULES},
         "coverage_buckets": dict(Counter(x["coverage_bucket"] for x in rows)),
