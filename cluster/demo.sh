@@ -22,9 +22,19 @@ fi
 
 id="rayflow-demo-$(date +%s)"
 echo "== submitting $id: jobs/prox_refine.py on examples/web_corpus.jsonl (ProX refinement, rules generator)"
-ray job submit --address "$address" --submission-id "$id" --working-dir . \
-  --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
-  -- python jobs/prox_refine.py --config configs/prox_refine.yaml "output_dir=$out" overwrite=true
+submit() {
+  ray job submit --no-wait --address "$address" --submission-id "$id" --working-dir . \
+    --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
+    -- python jobs/prox_refine.py --config configs/prox_refine.yaml "output_dir=$out" overwrite=true
+}
+# A head that has just started may not have registered its job agent yet ("No available agent to submit
+# job"): that refusal creates no job, so the same submission is retried for up to a minute.
+for attempt in $(seq 30); do
+  if msg=$(submit 2>&1); then break; fi
+  if [[ "$msg" != *"No available agent"* || $attempt == 30 ]]; then echo "$msg" >&2; exit 1; fi
+  sleep 2
+done
+ray job logs --address "$address" --follow "$id"
 status=$(python -c 'import sys; from ray.job_submission import JobSubmissionClient as C
 print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)' "$address" "$id")
 if [ "$status" != "SUCCEEDED" ]; then

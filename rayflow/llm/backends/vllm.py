@@ -39,6 +39,18 @@ from rayflow.llm.types import (
 logger = logging.getLogger(__name__)
 
 
+def _shield_llvmlite_from_kernel_scan() -> None:
+    """vLLM's kernel registration reads `vars(x)` of every module attribute in the process; llvmlite's
+    library wrapper (loaded by numba, which bm25s imports) answers `__dict__` with a C-function wrapper, and
+    the engine fails to start ("'_lib_fn_wrapper' object has no attribute 'get'"). An empty table entry makes
+    that lookup an empty dict; the engine-core process inherits it when it forks."""
+    import sys
+
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    if ffi is not None and hasattr(ffi, "lib"):
+        ffi.lib._fntab.setdefault("__dict__", {})
+
+
 class VLLMEngine:
     """`Engine` over `vllm.LLM`."""
 
@@ -67,6 +79,7 @@ class VLLMEngine:
         if config.max_model_len:
             kwargs["max_model_len"] = config.max_model_len
         kwargs.update(config.engine_kwargs)
+        _shield_llvmlite_from_kernel_scan()
         try:
             self.llm = vllm.LLM(**kwargs)
         except (OSError, ValueError) as err:
