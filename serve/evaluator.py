@@ -126,6 +126,19 @@ class EvaluatorServer:
             ]
             return {"metrics": overall, "results": per_item}
 
+        # ECon: POST /v1/conflicts {question?, evidence: [...]} -> {pairs: [{i, j, conflict, score, detector}]},
+        # every two texts by the NLI detector on nli_model (docs/conflicts.md).
+        from rayflow.eval.conflicts import ConflictService, ConflictsRequest
+
+        conflicts = ConflictService(self.args.nli_model)
+
+        @app.post("/v1/conflicts", dependencies=[auth])
+        async def detect_conflicts(request: ConflictsRequest):
+            try:
+                return await conflicts.reply(request)
+            except ValueError as err:  # the message starts with the field it names
+                raise bad_request(str(err), str(err).partition(":")[0]) from None
+
         return app
 
 

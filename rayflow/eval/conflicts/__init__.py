@@ -10,6 +10,7 @@ See docs/conflicts.md.
 """
 
 from rayflow.eval.conflicts.detectors import (
+    ConflictService,
     ConflictsRequest,
     Detection,
     DetectorConfig,
@@ -21,6 +22,7 @@ from rayflow.eval.conflicts.pairs import ConflictPair, conflict_type
 
 __all__ = [
     "ConflictPair",
+    "ConflictService",
     "ConflictsRequest",
     "Detection",
     "DetectorConfig",

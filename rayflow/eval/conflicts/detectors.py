@@ -20,7 +20,9 @@ Every detector's `score` is a conflict score in [0, 1]: higher means more confli
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -198,3 +200,27 @@ def detect_conflicts(request: ConflictsRequest, detector: Detector) -> dict:
         else:
             pairs.append({"i": i, "j": j, "conflict": d.conflict, "score": round(d.score, 6), "detector": name})
     return {"pairs": pairs}
+
+
+class ConflictService:
+    """The `/v1/conflicts` route's state in a Serve replica: an NLI detector on `model` (a Serve app's NLI
+    classifier), loaded on the first request, run off the event loop. `model` None: the route answers that
+    the service has no detector. (The LLM detector needs `Engine.score`, which the generic LLM deployment
+    does not serve, so the service detects with NLI only.)"""
+
+    def __init__(self, model: str | None):
+        self.model = model
+        self._detector: Detector | None = None
+        self._lock = threading.Lock()
+
+    def _detect(self, request: ConflictsRequest) -> dict:
+        with self._lock:  # one load, and one forward pass at a time on the replica's model
+            if self._detector is None:
+                self._detector = build_detector(DetectorConfig(kind="nli", model=self.model))
+            return detect_conflicts(request, self._detector)
+
+    async def reply(self, request: ConflictsRequest) -> dict:
+        """`detect_conflicts` for one request; ValueError (its message starting with the field) for a bad one."""
+        if self.model is None:
+            raise ValueError("detector: this service has no NLI model (set nli_model in its args)")
+        return await asyncio.to_thread(self._detect, request)
