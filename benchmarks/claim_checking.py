@@ -116,17 +116,20 @@ def main() -> None:
         (a, b) for x, y in zip(joint, single) for f in LABEL_FIELDS for a, b in zip(flat(x[f]), flat(y[f]))
     ]
     agreement = sum(a == b for a, b in pairs) / len(pairs)
+    neutral = sum(a == b == "Neutral" for a, b in pairs) / len(pairs)
     scale = scaling(args.items)
     candidate = {"label": "joint (5 claims per prompt)", "value": joint_rate, "labels": n}
     baseline = {"label": "one claim per prompt", "value": single_rate, "labels": n}
     path = write_result("claim_checking", candidate, baseline, unit="claims/s", higher_is_better=True)
     result = json.loads(path.read_text())
     result["label_agreement"] = agreement
+    result["both_neutral"] = neutral
     result["eval_rag_scaling"] = scale
     result["note"] = (
         f"joint {joint_rate:.0f} vs single {single_rate:.0f} claims/s ({joint_rate / single_rate:.2f}x) on "
         f"{ENGINE.backend}/{ENGINE.model}, {n} labels; joint and single labels agree on {agreement:.1%} "
-        "(a random tiny model: its answers depend on the prompt). eval_rag with 2 actors vs 1: "
+        f"({neutral:.1%} Neutral in both: the random tiny model rarely writes a label word, and an unreadable "
+        "answer counts Neutral, so agreement says little about a real checker). eval_rag with 2 actors vs 1: "
         f"{scale['actors_2']['items_per_s']:.2f} vs {scale['actors_1']['items_per_s']:.2f} items/s "
         f"({scale['ratio']:.2f}x)."
     )
