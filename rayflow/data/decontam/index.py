@@ -7,7 +7,8 @@ documents (`EvalIndex.scan`) is vectorised:
 2. each token's id in the examples' vocabulary; a token no example has cannot be part of a match,
 3. a 64-bit polynomial hash of every window of every needed length whose tokens are all in the vocabulary and
    in one document (prefix sums, so each length costs a few array passes),
-4. the window hashes through the length's Bloom filter (rbloom; false positives only),
+4. the window hashes through two filters with false positives only: a bitmap of hash buckets (one numpy
+   lookup for the whole batch), then the length's rbloom Bloom filter for the windows that pass it,
 5. exact re-verification: the window's id tuple looked up in the length's exact n-gram map. Ids map one to
    one to tokens, so a hit is a true token-for-token match and the filter never causes a missed one.
 
@@ -36,6 +37,7 @@ from rayflow.data.decontam.rules import NormalizeConfig, tokenize
 _P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 1 << 64)
 _MASK = (1 << 64) - 1
+_MIX = np.uint64(0xD6E8FEB86659FD93)  # spreads the hash over the top bits the bitmap reads
 # ASCII characters the rules turn into token breaks: punctuation (category P) and Python's whitespace.
 _ASCII_PUNCT = "".join(chr(c) for c in range(128) if unicodedata.category(chr(c)).startswith("P"))
 _ASCII_SPACE = "".join(chr(c) for c in range(128) if chr(c).isspace())
@@ -83,7 +85,7 @@ class EvalIndex:
             if 0 < len(seq) < longest_n and len(seq) not in lengths:  # a short example, matched whole
                 self.exact.setdefault(len(seq), {}).setdefault(tuple(seq), []).append((ex, 0))
         self.lengths = tuple(sorted(self.exact))
-        self.blooms = {m: self._bloom(grams) for m, grams in self.exact.items()}
+        self._build_filters()
         digest = hashlib.sha256(repr((self.rule_ns, normalize.model_dump(), ids)).encode())
         self.fingerprint = digest.hexdigest()[:16]
         self._powers = np.ones(1, np.uint64)
@@ -91,22 +93,31 @@ class EvalIndex:
         breaks = (_ASCII_PUNCT if normalize.strip_punctuation else "") + _ASCII_SPACE
         self._ascii_table = str.maketrans(breaks, " " * len(breaks))
 
-    def _bloom(self, grams) -> Bloom:
-        bloom = Bloom(max(len(grams), 1), self.bloom_fpr)
-        bloom.update(ngram_hash(g) for g in grams)
-        return bloom
+    def _build_filters(self) -> None:
+        """Per length: a bitmap of hash buckets (one-hash filter, a vectorised numpy lookup) and the rbloom."""
+        self.blooms: dict[int, Bloom] = {}
+        self.bitmaps: dict[int, tuple[np.ndarray, int]] = {}
+        for m, grams in self.exact.items():
+            hashes = [ngram_hash(g) for g in grams]
+            self.blooms[m] = Bloom(max(len(hashes), 1), self.bloom_fpr)
+            self.blooms[m].update(hashes)
+            bits = max(16, (16 * len(hashes)).bit_length())  # >= 16 buckets per n-gram: ~6% pass
+            bitmap = np.zeros(1 << bits, bool)
+            with np.errstate(over="ignore"):
+                bitmap[(np.array(hashes, np.uint64) * _MIX) >> np.uint64(64 - bits)] = True
+            self.bitmaps[m] = (bitmap, 64 - bits)
 
-    # rbloom filters with Python's own (fastest) hash cannot be serialised: each scan actor rebuilds them from
-    # the exact maps it receives, once.
+    # rbloom filters with Python's own (fastest) hash cannot be serialised: each scan actor rebuilds them (and
+    # the bitmaps) from the exact maps it receives, once.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["blooms"]
+        del state["blooms"], state["bitmaps"]
         state["_powers"] = state["_inverse_powers"] = np.ones(1, np.uint64)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.blooms = {m: self._bloom(grams) for m, grams in self.exact.items()}
+        self._build_filters()
 
     def tokens(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """Tokens of every text, flat, and the index of the text each token belongs to (texts' tokens are
@@ -116,16 +127,13 @@ class EvalIndex:
         parts, owners = [], []
         if len(order_ascii):
             # For ASCII text NFKC is the identity, so lower-casing and turning punctuation and whitespace into
-            # spaces (one C-level `str.translate` each) then splitting on spaces gives exactly `tokenize`'s tokens.
-            lower = self.normalize.lowercase
-            text = pa.array([(texts[i].lower() if lower else texts[i]).translate(self._ascii_table)
-                             for i in order_ascii.tolist()], pa.string())  # fmt: skip
-            lists = pc.split_pattern(text, " ")
-            flat = pc.list_flatten(lists)
-            keep = pc.not_equal(flat, "")
-            parent = pc.list_parent_indices(lists).to_numpy()
-            parts.append(flat.filter(keep))
-            owners.append(order_ascii[parent[keep.to_numpy(zero_copy_only=False)]])
+            # spaces (C-level `str.translate`) then splitting on runs of spaces gives exactly `tokenize`'s tokens.
+            lower, table = self.normalize.lowercase, self._ascii_table
+            cleaned = [(texts[i].lower() if lower else texts[i]).translate(table).strip(" ") for i in order_ascii]
+            nonempty = [j for j, t in enumerate(cleaned) if t]
+            lists = pc.ascii_split_whitespace(pa.array([cleaned[j] for j in nonempty], pa.string()))
+            parts.append(pc.list_flatten(lists))
+            owners.append(order_ascii[np.array(nonempty, np.int64)[pc.list_parent_indices(lists).to_numpy()]])
         for i in np.flatnonzero(~is_ascii):
             toks = tokenize(texts[i], self.normalize)
             parts.append(pa.array(toks, pa.string()))
@@ -177,6 +185,9 @@ class EvalIndex:
                 else:
                     at = np.flatnonzero(valid)
                 h = (prefix[at + m] - prefix[at]) * self._inverse_powers[at]
+                bitmap, shift = self.bitmaps[m]
+                first = bitmap[(h * _MIX) >> np.uint64(shift)]
+                at, h = at[first], h[first]
                 bloom = self.blooms[m]
                 maybe = np.fromiter(map(bloom.__contains__, h.tolist()), bool, count=len(at))
                 exact = self.exact[m]
