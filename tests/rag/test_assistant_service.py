@@ -164,7 +164,18 @@ def chromium() -> str | None:
     return os.environ.get("RAYFLOW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_web_page_in_headless_chromium(service, question, tmp_path):
+# The tiny model writes words from rayflow's small pre-training text ("In C, a lock ..."), which papers seldom
+# share: the page test asks about a note in that vocabulary, so the answer has a citation to click.
+NOTE = {
+    "doc_id": "notes-locks",
+    "text": "In C, a lock makes sure only one worker changes shared data at a time. A loop repeats a block of "
+    "code a number of times. In Go, an index lets a database find rows without scanning the whole table.",
+    "metadata": {"title": "Notes on locks, loops and indexes", "field": "systems", "year": 2024,
+                 "url": "https://notes.example.org/locks"},
+}  # fmt: skip
+
+
+def test_web_page_in_headless_chromium(service, http, tmp_path):
     executable = chromium()
     if executable is None:
         message = "no Chromium: `make setup` installs Debian's chromium as root; or set RAYFLOW_CHROMIUM"
@@ -173,6 +184,8 @@ def test_web_page_in_headless_chromium(service, question, tmp_path):
         pytest.skip(message)
     from playwright.sync_api import expect, sync_playwright
 
+    assert http.post("/v1/ingest", json={"documents": [NOTE]}).status_code == 200
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
@@ -180,17 +193,18 @@ def test_web_page_in_headless_chromium(service, question, tmp_path):
             page.goto(f"{service}/assistant/")
             page.fill("#token", TOKEN)
             page.dispatch_event("#token", "change")
-            page.fill("#question", question["query"])
+            page.fill("#question", "How does a lock in C protect shared data?")
             page.click("#ask")
             expect(page.locator("#status")).to_contain_text("done", timeout=120_000)
             assert page.locator("#trace li").count() >= len(STEPS)
             assert page.locator("#answer").inner_text().strip()
+            assert int(page.locator("#answer").get_attribute("data-pieces")) > 1  # streamed in, piece by piece
             assert page.locator("#passages li").count() > 0
             cite = page.locator("#answer a.cite").first
             expect(cite).to_be_visible()
             cite.click()
             expect(page.locator("#chunk")).to_be_visible()
-            expect(page.locator("#chunk-text")).not_to_be_empty()
+            expect(page.locator("#chunk-text")).to_contain_text("a lock makes sure only one worker")
             assert page.locator("#passages li.cited").count() == 1
             shot = tmp_path / "assistant.png"
             page.screenshot(path=str(shot), full_page=True)

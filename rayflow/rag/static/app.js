@@ -24,7 +24,7 @@ async function ask() {
   const query = $("question").value.trim();
   if (!query) return;
   answerText = ""; citations = []; passages = [];
-  $("answer").textContent = ""; $("passages").textContent = ""; $("trace").textContent = "";
+  $("answer").textContent = ""; $("answer").dataset.pieces = 0; $("passages").textContent = ""; $("trace").textContent = "";
   $("chunk").hidden = true;
   $("ask").disabled = true;
   setStatus("thinking…");
@@ -70,7 +70,12 @@ async function readEvents(body, onEvent) {
 
 function handle(name, data) {
   if (name === "step") addStep(data);
-  else if (name === "answer") { answerText += data.delta; renderAnswer(); setStatus("writing…"); }
+  else if (name === "answer") {
+    answerText += data.delta;
+    $("answer").dataset.pieces = Number($("answer").dataset.pieces) + 1;  // how many pieces streamed in
+    renderAnswer();
+    setStatus("writing…");
+  }
   else if (name === "citations") { citations = data.citations; passages = data.passages; renderAnswer(); renderPassages(); }
   else if (name === "done") setStatus(`done: ${data.route}, ${data.citations.length} citation(s)`);
   else if (name === "error") setStatus(data.error.message, true);
