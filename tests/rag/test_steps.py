@@ -194,3 +194,17 @@ def test_refused_prompts_fall_back_and_are_recorded():
     errors = {s.name: s.error for s in result.trace if s.error}
     assert {"route", "decompose", "sub_answer", "answer"} <= set(errors)
     assert all("too long" in e for e in errors.values())
+
+
+def test_corpus_reader_names_the_bad_line(tmp_path):
+    from rayflow.rag.searcher import read_documents
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"doc_id": "a", "text": "x", "metadata": {"year": 2020}}\n\n{"text": "no id"}\n')
+    with pytest.raises(ValueError, match=r"docs.jsonl, line 3: .*doc_id"):
+        read_documents(path)
+    path.write_text('{"doc_id": "a", "text": "x"}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2: invalid JSON"):
+        read_documents(path)
+    path.write_text('{"doc_id": "a", "text": "x", "metadata": {"year": 2020}}\n')
+    assert read_documents(path)[0].metadata == {"year": 2020}
