@@ -14,6 +14,8 @@ from rayflow.retrieval import (
     Embedder,
     Filters,
     IndexConfig,
+    Reranker,
+    RerankerConfig,
     Retriever,
     chunk_document,
     resolve_model_path,
@@ -110,3 +112,15 @@ def test_filters_modes_and_live_adds(corpus, embedder):
     assert retriever.search("Quokkanet marsupials", 1, "sparse")[0].doc_id == "live-1"
     assert retriever.search("counting marsupials from drone video", 1, "dense")[0].doc_id == "live-1"
     assert retriever.search("Quokkanet", 5, "hybrid", Filters(year_max=2024))[0].doc_id != "live-1"
+
+
+def test_cross_encoder_reranker_reorders_by_its_own_scores(corpus, embedder):
+    # Any CrossEncoder id or path: here MiniLM's encoder with a fresh classification head (offline).
+    reranker = Reranker(RerankerConfig(model=DEFAULT_EMBEDDER))
+    hits = build(corpus, embedder, 1).search(QA[0]["query"], 6, "hybrid")
+    reranked = reranker.rerank(QA[0]["query"], hits, top_k=4)
+    expected = reranker.model.predict([(QA[0]["query"], h.text) for h in hits])
+    by_id = {h.chunk_id: float(s) for h, s in zip(hits, expected)}
+    assert [h.chunk_id for h in reranked] == sorted(by_id, key=lambda c: (-by_id[c], c))[:4]
+    assert [h.score for h in reranked] == pytest.approx([by_id[h.chunk_id] for h in reranked], abs=1e-5)
+    assert reranker.rerank("q", []) == []
