@@ -120,27 +120,20 @@ class EvalIndex:
         self._build_filters()
 
     def tokens(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
-        """Tokens of every text, flat, and the index of the text each token belongs to (texts' tokens are
-        contiguous and in order; the texts themselves may be reordered: ASCII ones first)."""
-        is_ascii = np.fromiter((t.isascii() for t in texts), bool, count=len(texts))
-        order_ascii = np.flatnonzero(is_ascii)
-        parts, owners = [], []
-        if len(order_ascii):
-            # For ASCII text NFKC is the identity, so lower-casing and turning punctuation and whitespace into
-            # spaces (C-level `str.translate`) then splitting on runs of spaces gives exactly `tokenize`'s tokens.
-            lower, table = self.normalize.lowercase, self._ascii_table
-            cleaned = [(texts[i].lower() if lower else texts[i]).translate(table).strip(" ") for i in order_ascii]
-            nonempty = [j for j, t in enumerate(cleaned) if t]
-            lists = pc.ascii_split_whitespace(pa.array([cleaned[j] for j in nonempty], pa.string()))
-            parts.append(pc.list_flatten(lists))
-            owners.append(order_ascii[np.array(nonempty, np.int64)[pc.list_parent_indices(lists).to_numpy()]])
-        for i in np.flatnonzero(~is_ascii):
-            toks = tokenize(texts[i], self.normalize)
-            parts.append(pa.array(toks, pa.string()))
-            owners.append(np.full(len(toks), i, np.int64))
-        if not parts:
-            return pa.array([], pa.string()), np.zeros(0, np.int64)
-        return pa.concat_arrays(parts), np.concatenate(owners).astype(np.int64)
+        """Tokens of every text, flat and in order, and the index of the text each token belongs to."""
+        lower, table = self.normalize.lowercase, self._ascii_table
+        # For ASCII text NFKC is the identity, so lower-casing and turning punctuation and whitespace into spaces
+        # (C-level `str.translate`) gives `tokenize`'s tokens separated by spaces; other text is tokenised in
+        # Python and re-joined with spaces (tokens hold no whitespace). One Arrow split then serves both.
+        spaced = [
+            (t.lower() if lower else t).translate(table).strip(" ") if t.isascii()
+            else " ".join(tokenize(t, self.normalize))
+            for t in texts
+        ]  # fmt: skip
+        nonempty = [i for i, t in enumerate(spaced) if t]
+        lists = pc.ascii_split_whitespace(pa.array([spaced[i] for i in nonempty], pa.string()))
+        owner = np.array(nonempty, np.int64)[pc.list_parent_indices(lists).to_numpy()]
+        return pc.list_flatten(lists), owner
 
     def _grow(self, size: int) -> None:
         if len(self._powers) >= size:
