@@ -291,6 +291,7 @@ def _embed(cfg: BuildIndexConfig, output: ChunkOutput) -> dict[str, Any]:
     options = ReadOptions(
         cfg.text_field, cfg.id_field, cfg.max_line_bytes, cfg.max_text_chars, cfg.rows_per_block
     )
+    # A part is one Ray block of embedded documents (about 1 MiB here): the most a kill loses.
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
         _read_file, batch_size=1, batch_format="pyarrow", fn_kwargs={"fs": fs, "options": options},
