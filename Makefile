@@ -33,11 +33,7 @@ demo: setup
 	bash cluster/demo.sh
 
 test: setup
-	# Two pytest-xdist workers (a short test mostly waits on start-ups, which overlap; tests/conftest.py keeps
-	# each module on one worker and vLLM modules one after another), then, alone, the tests that start and
-	# `ray stop` a Ray head of their own.
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not cluster"
-	$(PY) -m pytest -m cluster
+	$(PY) -m pytest
 
 bench: setup
 	# TRL is the baseline of benchmarks/dpo_step.py only; it installs beside rayflow's pins.

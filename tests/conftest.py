@@ -33,21 +33,10 @@ def pytest_configure(config):
         os.environ["RAYFLOW_CACHE"] = str(REPO / ".cache" / "test-rayflow")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     # `cluster` tests start and stop a real Ray head with `ray stop`, which ends every Ray process on the
-    # machine, the shared session's too: they run last, and never beside another pytest-xdist worker.
+    # machine, the shared session's too: they run last.
     items.sort(key=lambda item: "cluster" in item.keywords)
-    parallel = config.getoption("dist", "no") != "no" or "PYTEST_XDIST_WORKER" in os.environ
-    # `make test` runs two pytest-xdist workers with `--dist loadgroup`: each module runs whole on one worker,
-    # so its module-scoped engines and deployments are built once, and every module that starts vLLM joins one
-    # group, so its modules run one after another (never two vLLM engines at once).
-    modules = {item.nodeid.split("::")[0] for item in items if "vllm" in item.keywords}
-    for item in items:
-        module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("vllm" if module in modules else module))
-        if parallel and "cluster" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason="`ray stop` would end the other workers' Ray: run without -n"))
     import torch
 
     if torch.cuda.is_available():
