@@ -61,18 +61,35 @@ class LMGenerator:
             self._tokenizers[id(engine)] = getattr(engine, "tokenizer", None) or load_tokenizer(engine.config)
         return self._tokenizers[id(engine)]
 
-    def _room(self, engine: Engine, max_tokens: int) -> int | None:
-        """Prompt tokens that fit in the context with `max_tokens` generated; None when the context is unknown."""
-        context = engine.config.max_model_len or getattr(engine, "max_len", None)
-        return context - max_tokens if context else None
+    @staticmethod
+    def context_of(engine: Engine) -> int | None:
+        """The engine's context in tokens; None when unknown."""
+        return engine.config.max_model_len or getattr(engine, "max_len", None)
+
+    def doc_prompts(self, texts: list[str], tokenizer, context: int | None) -> list[list[int]]:
+        """The token ids of each text's doc-level prompt, exactly as sent to an engine with a `context`-token
+        window (None: unknown): cut at `doc_max_prompt_tokens`, and to leave `doc_max_tokens` of room. Refiner
+        training (`rayflow.data.prox.annotate`) builds its prompts here, so a trained refiner plugs in unchanged."""
+        limit = self.config.doc_max_prompt_tokens
+        if context:
+            limit = min(limit, context - self.config.doc_max_tokens)
+        return [doc_prompt_ids(tokenizer, text, limit) for text in texts]
+
+    def chunk_prompts(self, texts: list[str], tokenizer, context: int | None) -> list[list[list[int]]]:
+        """Per text, the token ids of each chunk's prompt (chunks in order), exactly as sent to an engine with a
+        `context`-token window; a prompt is cut only to leave `chunk_max_tokens` of room."""
+        room = context - self.config.chunk_max_tokens if context else None
+        c = self.config
+        return [
+            [
+                chunk_prompt_ids(tokenizer, chunk, room)
+                for chunk in chunk_document(t, tokenizer, c.chunk_tokens, c.long_line)
+            ]
+            for t in texts
+        ]
 
     def doc_programs(self, texts: list[str], engine: Engine) -> list[Generated]:
-        tokenizer = self._tokenizer_of(engine)
-        limit = self.config.doc_max_prompt_tokens
-        room = self._room(engine, self.config.doc_max_tokens)
-        if room is not None:
-            limit = min(limit, room)
-        prompts = [[doc_prompt_ids(tokenizer, text, limit)] for text in texts]
+        prompts = [[p] for p in self.doc_prompts(texts, self._tokenizer_of(engine), self.context_of(engine))]
         params = SamplingParams(temperature=0.0, max_tokens=self.config.doc_max_tokens)
         return [
             Generated(error=f"the engine rejected the prompt: {out.reason}")
@@ -87,15 +104,7 @@ class LMGenerator:
         ]
 
     def chunk_programs(self, texts: list[str], engine: Engine) -> list[Generated]:
-        tokenizer = self._tokenizer_of(engine)
-        room = self._room(engine, self.config.chunk_max_tokens)
-        prompts = [
-            [
-                chunk_prompt_ids(tokenizer, chunk, room)
-                for chunk in chunk_document(t, tokenizer, self.config.chunk_tokens, self.config.long_line)
-            ]
-            for t in texts
-        ]
+        prompts = self.chunk_prompts(texts, self._tokenizer_of(engine), self.context_of(engine))
         params = SamplingParams(temperature=0.0, max_tokens=self.config.chunk_max_tokens)
         return [
             Generated(error=f"the engine rejected a chunk prompt: {out.reason}")
