@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: run the flagship job through `ray job submit` on a local Ray head, then summarise it.
 # Uses the cluster at $RAY_API_SERVER_ADDRESS (default http://127.0.0.1:8265) if one answers; otherwise
-# starts a local head on 127.0.0.1 and stops it again at the end.
+# starts a local head on 127.0.0.1 and stops it again at the end. RAYFLOW_DEMO_OVERRIDES adds key=value
+# settings to the job's command line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,7 +26,8 @@ echo "== submitting $id: jobs/prox_refine.py on examples/web_corpus.jsonl (ProX 
 submit() {
   ray job submit --no-wait --address "$address" --submission-id "$id" --working-dir . \
     --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
-    -- python jobs/prox_refine.py --config configs/prox_refine.yaml "output_dir=$out" overwrite=true
+    -- python jobs/prox_refine.py --config configs/prox_refine.yaml "output_dir=$out" overwrite=true \
+    ${RAYFLOW_DEMO_OVERRIDES:-}
 }
 # A head that has just started may not have registered its job agent yet ("No available agent to submit
 # job"): that refusal creates no job, so the same submission is retried for up to a minute.
@@ -34,7 +36,9 @@ for attempt in $(seq 30); do
   if [[ "$msg" != *"No available agent"* || $attempt == 30 ]]; then echo "$msg" >&2; exit 1; fi
   sleep 2
 done
-ray job logs --address "$address" --follow "$id"
+# `ray job logs --follow` exits non-zero when the job fails; the status check below reports it, so `set -e`
+# must not end the script here.
+ray job logs --address "$address" --follow "$id" || true
 status=$(python -c 'import sys; from ray.job_submission import JobSubmissionClient as C
 print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)' "$address" "$id")
 if [ "$status" != "SUCCEEDED" ]; then
