@@ -6,8 +6,9 @@ The prompt asks for MT-bench's verdict format (`[[A]]`, `[[B]]`, `[[C]]` for a t
 - `generate`: the judge writes its reasoning and a verdict (greedy); an output without a verdict is None and
   its game is skipped, as MT-bench and Arena-Hard do. Use it with instruction-following judges.
 - `logprob`: the judge *scores* the three verdict strings after the prompt (`Engine.score`) and the most likely
-  one is the verdict, in the spirit of AlpacaEval's log-prob weighted judge. Every game gets a verdict, which
-  makes it the choice for small or un-tuned judges (and the offline tiny-model config).
+  one is the verdict. Every game gets a verdict, which makes it the choice for small or un-tuned judges (and
+  the offline tiny-model config). The scores also give a soft preference, P(A) + ½·P(tie) with the three
+  strings' probabilities renormalised to sum to 1, in the spirit of AlpacaEval's log-prob weighted judge.
 
 Position bias is handled by the caller, which judges every pair in both orders. A game whose prompt the judge's
 engine refuses (`PromptRejected`, e.g. longer than its context) gets no verdict, like an unreadable one.
@@ -15,6 +16,7 @@ engine refuses (`PromptRejected`, e.g. longer than its context) gets no verdict,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -62,33 +64,45 @@ def judge_pairs(
     questions: Sequence[str],
     answers_a: Sequence[str],
     answers_b: Sequence[str],
-) -> tuple[list[str | None], list[str]]:
-    """Verdicts (`rayflow.eval.alignment.VERDICTS` strings, or None when unreadable or refused) for answer A vs
-    answer B per question, and the judge's raw outputs (in `logprob` mode, the winning verdict string; for a
-    refused prompt, `rejected: <reason>`)."""
+) -> tuple[list[str | None], list[str], list[float | None]]:
+    """Per question, answer A vs answer B: verdicts (`rayflow.eval.alignment.VERDICTS` strings, or None when
+    unreadable or refused), the judge's raw outputs (in `logprob` mode, the winning verdict string; for a refused
+    prompt, `rejected: <reason>`), and A's soft preference in [0, 1] (`logprob` mode; None in `generate` mode
+    and for refused prompts)."""
     if not (len(questions) == len(answers_a) == len(answers_b)):
         raise ValueError("questions, answers_a and answers_b must have the same length")
     prompts = [judge_prompt(q, a, b) for q, a, b in zip(questions, answers_a, answers_b)]
     if not prompts:
-        return [], []
+        return [], [], []
     if cfg.mode == "generate":
         gens = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens))
         raw = [_rejected(g) if isinstance(g, PromptRejected) else g.text for g in gens]
-        return [None if isinstance(g, PromptRejected) else parse_pairwise_verdict(g.text) for g in gens], raw
+        verdicts = [None if isinstance(g, PromptRejected) else parse_pairwise_verdict(g.text) for g in gens]
+        return verdicts, raw, [None] * len(gens)
     candidates = list(_CANDIDATES)
     scored = engine.score([p for p in prompts for _ in candidates], [c for _ in prompts for c in candidates])
-    verdicts, raw = [], []
+    verdicts, raw, prefs = [], [], []
     for i in range(len(prompts)):
         game = scored[i * len(candidates) : (i + 1) * len(candidates)]
         refused = next((s for s in game if isinstance(s, PromptRejected)), None)
         if refused is not None:
             verdicts.append(None)
             raw.append(_rejected(refused))
+            prefs.append(None)
             continue
-        best = candidates[max(range(len(candidates)), key=lambda j: game[j].sum)]
+        sums = [g.sum for g in game]
+        best = candidates[max(range(len(candidates)), key=lambda j: sums[j])]
         verdicts.append(_CANDIDATES[best])
         raw.append(best)
-    return verdicts, raw
+        prefs.append(_preference_a(dict(zip(candidates, sums))))
+    return verdicts, raw, prefs
+
+
+def _preference_a(logprobs: dict[str, float]) -> float:
+    """P(A better) + ½·P(tie), the verdict strings' probabilities renormalised over the three."""
+    top = max(logprobs.values())
+    prob = {c: math.exp(v - top) for c, v in logprobs.items()}
+    return (prob["[[A]]"] + 0.5 * prob["[[C]]"]) / sum(prob.values())
 
 
 def _rejected(refusal: PromptRejected) -> str:

@@ -5,7 +5,10 @@ training and the machine never holds two engines. For the starting (SFT) model a
 model in turn: build an engine, generate greedy answers to the held-out prompts, record length and repetition,
 close the engine. Then the judge is loaded once and compares every trial's answers with the SFT model's, each
 pair in both orders (position swap; a tie counts half), giving the win rate and, with enough games, the
-AlpacaEval-2-style length-controlled win rate (`rayflow.eval.alignment`).
+length-controlled win rate (`rayflow.eval.alignment`: AlpacaEval 2's GLM on the length difference; held-out
+prompts have no AlpacaEval instruction difficulty, so it runs without that term and the gamed-baseline
+regularisation). When the judge gives probabilities (`logprob` mode) and `soft_preferences` is on, both rates
+use the soft preference P(win) + ½·P(tie) per game, as AlpacaEval's weighted judge does.
 
 A prompt a model's engine refuses (`PromptRejected`) is kept as a row with its `error`; it counts in no
 metric, and its games are not judged. Generations and verdicts are written under `eval/` as they are made; a rerun (e.g. after an interruption)
@@ -51,6 +54,10 @@ class EvalConfig(Config):
         2.0, gt=1, description="degenerate above this multiple of the SFT mean length"
     )
     lc_min_samples: int = Field(20, ge=2, description="games needed for the length-controlled win rate")
+    soft_preferences: bool = Field(
+        True,
+        description="use the judge's probabilities (logprob mode) for the win rates instead of its verdicts",
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs of the Ray task that runs the stage")
     num_gpus: float = Field(0.0, ge=0, description="GPUs of the Ray task that runs the stage")
 
@@ -71,7 +78,8 @@ def evaluate_models(
     Returns `{name: metrics}` for the baseline (`"sft"`) and every trial: `gen_length` (mean new tokens),
     `gen_chars`, `repetition` (mean n-gram repetition rate), `hit_max_tokens` (share cut at the limit), all over
     the prompts the model's engine did not refuse, `rejected_prompts` (how many it refused), and for
-    trials `win_rate`, `lc_win_rate` (None below `lc_min_samples` games), `judge_consistency`, `judged_games`.
+    trials `win_rate`, `lc_win_rate` (None below `lc_min_samples` games), `preferences` (`soft` or `hard`: what
+    both rates were computed from), `judge_consistency`, `judged_games`.
     """
     out = Path(out_dir)
     prompts = list(prompts)[: cfg.max_prompts]
@@ -137,8 +145,8 @@ def _judge_trial(judge, cfg: JudgeConfig, prompts, model_answers, sft_answers, p
         if "error" not in m and "error" not in t
     ]
     questions, mine, theirs = (list(column) for column in zip(*games)) if games else ([], [], [])
-    first, raw_first = judge_pairs(judge, cfg, questions, mine, theirs)  # the trial's answer in position A
-    second, raw_second = judge_pairs(judge, cfg, questions, theirs, mine)  # ... and in position B
+    first, raw_first, prob_first = judge_pairs(judge, cfg, questions, mine, theirs)  # the trial's answer as A
+    second, raw_second, prob_second = judge_pairs(judge, cfg, questions, theirs, mine)  # ... and as B
     _write_jsonl(
         path,
         [
@@ -148,33 +156,45 @@ def _judge_trial(judge, cfg: JudgeConfig, prompts, model_answers, sft_answers, p
                 "model_second": b,
                 "raw_first": ra,
                 "raw_second": rb,
+                "prob_first": pa,  # P(position A wins) + ½·P(tie), or None
+                "prob_second": pb,
                 "model_chars": len(m),
                 "sft_chars": len(t),
             }
-            for q, a, b, ra, rb, m, t in zip(questions, first, second, raw_first, raw_second, mine, theirs)
+            for q, a, b, ra, rb, pa, pb, m, t in zip(
+                questions, first, second, raw_first, raw_second, prob_first, prob_second, mine, theirs
+            )
         ],
     )
+
+
+# Score of the answer shown in position A for each verdict (a tie is half a win).
+_SCORE_A = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}
 
 
 def _win_rates(rows: list[dict[str, Any]], cfg: EvalConfig) -> dict[str, Any]:
     first = [r["model_first"] for r in rows]
     second = [r["model_second"] for r in rows]
     if all(v is None for v in first + second):
-        return {"win_rate": None, "lc_win_rate": None, "judge_consistency": None, "judged_games": 0}
+        return {"win_rate": None, "lc_win_rate": None, "preferences": None, "judge_consistency": None,
+                "judged_games": 0}  # fmt: skip
     wr = pairwise_win_rate(first, second)
-    # One (preference, lengths) sample per readable game, for the length regression.
+    # Soft only when every readable game has a probability (rows written before probabilities were kept have none).
+    games = [(r, key, model_is_a) for r in rows for key, model_is_a in (("first", True), ("second", False))
+             if r[f"model_{key}"] is not None]  # fmt: skip
+    soft = cfg.soft_preferences and all(r.get(f"prob_{key}") is not None for r, key, _ in games)
+    # One (preference, lengths) sample per readable game.
     prefs, model_len, sft_len = [], [], []
-    for r in rows:
-        for verdict, model_is_a in ((r["model_first"], True), (r["model_second"], False)):
-            if verdict is not None:
-                score_a = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}[verdict]
-                prefs.append(score_a if model_is_a else 1.0 - score_a)
-                model_len.append(r["model_chars"])
-                sft_len.append(r["sft_chars"])
+    for r, key, model_is_a in games:
+        score_a = r[f"prob_{key}"] if soft else _SCORE_A[r[f"model_{key}"]]
+        prefs.append(score_a if model_is_a else 1.0 - score_a)
+        model_len.append(r["model_chars"])
+        sft_len.append(r["sft_chars"])
     lc = length_controlled_win_rate(prefs, model_len, sft_len, min_samples=cfg.lc_min_samples)
     return {
-        "win_rate": wr.win_rate,
+        "win_rate": sum(prefs) / len(prefs) if soft else wr.win_rate,
         "lc_win_rate": lc,
+        "preferences": "soft" if soft else "hard",
         "judge_consistency": wr.consistency,
         "judged_games": wr.n_games,
     }

@@ -13,7 +13,9 @@ Stages, all under `output_dir`:
 1. `prepared/<reference>/`: the pairs tokenised once and each reference's log-probs computed once (Ray Data,
    cached on disk by `rayflow.train.precompute`), shared by every trial that uses that reference.
 2. `tune/`: the Tune experiment. The grid is β x seed x loss type x reference; references that are another
-   model get `grid.stronger_reference_betas` too (the best β rises to ~1 with a stronger reference). Every trial
+   model get `grid.stronger_reference_betas` too (the best β rises to ~1 with a stronger reference), and a
+   `posterior` (reference-free) reference is swept over `grid.posterior_betas` instead (up to 100, the RefDPO
+   study's best for it). Every trial
    trains under `train/train-<trial id>/` and exports its final HF model to `models/<trial id>/`. FIFO by
    default: early-stopping schedulers judge trials by early results, which mislead for β (see `report.WHY_FIFO`).
    Rerunning with the same `output_dir` restores the experiment (`Tuner.restore`): finished trials are kept,
@@ -77,6 +79,10 @@ class GridConfig(Config):
     stronger_reference_betas: tuple[float, ...] = Field(
         (1.0, 10.0), description="added for references that are another model than the policy"
     )
+    posterior_betas: tuple[float, ...] = Field(
+        (1.0, 10.0, 100.0),
+        description="reference kind posterior's betas, instead of betas (RefDPO's best: 100)",
+    )
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds (data order, LoRA init)")
     loss_types: tuple[DPOLossType, ...] = Field(
         ("sigmoid",), min_length=1, description="DPO losses: sigmoid, hinge, ipo, robust"
@@ -84,7 +90,7 @@ class GridConfig(Config):
 
     @model_validator(mode="after")
     def _positive(self) -> GridConfig:
-        for b in self.betas + self.stronger_reference_betas:
+        for b in self.betas + self.stronger_reference_betas + self.posterior_betas:
             if b <= 0:
                 raise ValueError(f"every beta must be > 0, got {b}")
         return self
@@ -203,7 +209,11 @@ def grid_points(cfg: SweepConfig) -> list[dict[str, Any]]:
     points = []
     for ref_name, ref in cfg.references.items():
         stronger = ref.kind == "model" and ref.model is not None and ref.model != cfg.model
-        betas = sorted(set(cfg.grid.betas) | (set(cfg.grid.stronger_reference_betas) if stronger else set()))
+        if ref.kind == "posterior":  # reference-free needs a large β: small ones barely train
+            betas = sorted(set(cfg.grid.posterior_betas))
+        else:
+            extra = cfg.grid.stronger_reference_betas if stronger else ()
+            betas = sorted(set(cfg.grid.betas) | set(extra))
         for loss_type in cfg.grid.loss_types:
             for beta in betas:
                 for seed in cfg.grid.seeds:
@@ -528,6 +538,7 @@ def _report(
                     "hit_max_tokens",
                     "win_rate",
                     "lc_win_rate",
+                    "preferences",
                     "judge_consistency",
                     "judged_games",
                 )

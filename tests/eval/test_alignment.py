@@ -49,9 +49,11 @@ def test_win_rate_rejects_bad_input():
         pairwise_win_rate(["A>B", "A>B"], ["B>A"])
 
 
-def test_length_control_equals_raw_rate_when_lengths_match():
+def test_length_control_is_near_the_raw_rate_when_lengths_match():
     prefs = [1.0] * 14 + [0.0] * 6
-    assert length_controlled_win_rate(prefs, [100] * 20, [100] * 20) == pytest.approx(0.7, abs=1e-6)
+    # AlpacaEval's L1 penalty (strength chosen by cross-validation) shrinks the model term a little towards 0.5.
+    assert length_controlled_win_rate(prefs, [100] * 20, [100] * 20) == pytest.approx(0.7, abs=0.01)
+    assert length_controlled_win_rate([0.5] * 20, [100] * 20, [100] * 20) == pytest.approx(0.5, abs=1e-9)
 
 
 def test_length_control_discounts_wins_bought_with_length():
@@ -67,7 +69,13 @@ def test_length_control_discounts_wins_bought_with_length():
 
 @pytest.mark.parametrize(
     "text,score",
-    [("Rating: [[7]]", 7.0), ("[[8.5]]", 8.5), ("I'd say [6]", 6.0), ("[[9]] not [3]", 9.0), ("great!", None)],
+    [
+        ("Rating: [[7]]", 7.0),
+        ("[[8.5]]", 8.5),
+        ("I'd say [6]", 6.0),
+        ("[[9]] not [3]", 9.0),
+        ("great!", None),
+    ],
 )
 def test_mt_bench_parsing(text, score):
     assert parse_mt_bench_score(text) == score

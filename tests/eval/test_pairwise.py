@@ -1,6 +1,11 @@
 """The pairwise judge: prompt layout, verdict parsing (fake engine: parsing only) and the log-prob mode on a
 real tiny model through the HF backend."""
 
+import math
+
+import numpy as np
+import pytest
+
 from rayflow.eval.pairwise import JudgeConfig, judge_pairs, judge_prompt
 from rayflow.llm import EngineConfig, Generation, PromptRejected, Scored, build_engine
 
@@ -37,23 +42,35 @@ def test_prompt_puts_answers_in_their_positions():
 
 def test_generate_mode_parses_verdicts_and_skips_unreadable_ones():
     engine = ScriptedEngine(["A is better. [[A]]", "Tie [[C]]", "I like B: [[B]]", "no verdict here"])
-    verdicts, raw = judge_pairs(
+    verdicts, raw, prefs = judge_pairs(
         engine, JudgeConfig(mode="generate"), ["q1", "q2", "q3", "q4"], ["a"] * 4, ["b"] * 4
     )
-    assert verdicts == ["A>B", "A=B", "B>A", None]
+    assert (
+        verdicts == ["A>B", "A=B", "B>A", None] and prefs == [None] * 4
+    )  # a written verdict has no probability
     assert raw[3] == "no verdict here" and len(engine.prompts) == 4
-    assert judge_pairs(engine, JudgeConfig(mode="generate"), [], [], []) == ([], [])
+    assert judge_pairs(engine, JudgeConfig(mode="generate"), [], [], []) == ([], [], [])
 
 
 def test_a_refused_game_gets_no_verdict_and_the_others_go_on():
     too_long = PromptRejected(reason="prompt is 9000 tokens, the context 2048")
     engine = ScriptedEngine(texts=["[[B]]", too_long, "[[A]]"])
-    verdicts, raw = judge_pairs(engine, JudgeConfig(mode="generate"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
+    verdicts, raw, _ = judge_pairs(engine, JudgeConfig(mode="generate"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
     assert verdicts == ["B>A", None, "A>B"] and raw[1] == f"rejected: {too_long.reason}"
     # logprob mode: three scored verdict strings per game; one refusal voids that game only.
     engine = ScriptedEngine(sums=[-3.0, -1.0, -2.0, too_long, too_long, too_long, -0.5, -4.0, -0.2])
-    verdicts, raw = judge_pairs(engine, JudgeConfig(mode="logprob"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
+    verdicts, raw, prefs = judge_pairs(engine, JudgeConfig(mode="logprob"), ["q"] * 3, ["a"] * 3, ["b"] * 3)
     assert verdicts == ["B>A", None, "A=B"] and raw == ["[[B]]", f"rejected: {too_long.reason}", "[[C]]"]
+    assert prefs[1] is None
+
+
+def test_soft_preference_from_verdict_log_probs():
+    # P(A), P(B), P(tie) = 0.5, 0.2, 0.3 (up to a common factor, which the renormalisation removes).
+    sums = [math.log(0.5) - 2, math.log(0.2) - 2, math.log(0.3) - 2]
+    engine = ScriptedEngine(sums=sums + sums[::-1])
+    verdicts, _, prefs = judge_pairs(engine, JudgeConfig(mode="logprob"), ["q"] * 2, ["a"] * 2, ["b"] * 2)
+    assert verdicts == ["A>B", "A=B"]
+    assert prefs[0] == pytest.approx(0.5 + 0.15) and prefs[1] == pytest.approx(0.3 + 0.25)
 
 
 def test_logprob_mode_picks_the_most_likely_verdict_string(tiny_model):
@@ -61,12 +78,17 @@ def test_logprob_mode_picks_the_most_likely_verdict_string(tiny_model):
     try:
         cfg = JudgeConfig(mode="logprob")
         questions = ["Tell me what Ivy did at the market.", "Tell me what Tom did at the park."]
-        verdicts, raw = judge_pairs(engine, cfg, questions, ["Sure. Ivy went.", "No."], ["No.", "Sure. Tom."])
+        verdicts, raw, prefs = judge_pairs(
+            engine, cfg, questions, ["Sure. Ivy went.", "No."], ["No.", "Sure. Tom."]
+        )
         assert all(r in ("[[A]]", "[[B]]", "[[C]]") for r in raw)
         assert verdicts == [{"[[A]]": "A>B", "[[B]]": "B>A", "[[C]]": "A=B"}[r] for r in raw]
-        # It is the argmax of the engine's own scores for the three candidates.
+        # It is the argmax of the engine's own scores for the three candidates, and the soft preference is
+        # their probabilities renormalised: P(A) + P(tie) / 2.
         prompt = judge_prompt(questions[0], "Sure. Ivy went.", "No.")
         sums = [s.sum for s in engine.score([prompt] * 3, ["[[A]]", "[[B]]", "[[C]]"])]
         assert raw[0] == ["[[A]]", "[[B]]", "[[C]]"][sums.index(max(sums))]
+        probs = np.exp(np.array(sums) - max(sums))
+        assert prefs[0] == pytest.approx((probs[0] + 0.5 * probs[2]) / probs.sum(), abs=1e-9)
     finally:
         engine.close()

@@ -16,6 +16,22 @@ PROMPTS = [f"Tell me what {n} did at the park." for n in ("Umar", "Sam", "Julia"
 ]
 
 
+def test_win_rates_use_soft_preferences_when_every_game_has_one():
+    rows = [
+        {"model_first": "A>B", "model_second": "A>B", "prob_first": 0.9, "prob_second": 0.6,
+         "model_chars": 10, "sft_chars": 10},
+        {"model_first": "B>A", "model_second": None, "prob_first": 0.3, "prob_second": None,
+         "model_chars": 10, "sft_chars": 10},
+    ]  # fmt: skip
+    soft = evaluation._win_rates(rows, EvalConfig(lc_min_samples=2))
+    assert soft["preferences"] == "soft" and soft["win_rate"] == pytest.approx((0.9 + 0.4 + 0.3) / 3)
+    hard = evaluation._win_rates(rows, EvalConfig(lc_min_samples=2, soft_preferences=False))
+    assert hard["preferences"] == "hard" and hard["win_rate"] == pytest.approx(1 / 3)
+    # Judgements written without probabilities (generate mode, or before they were kept) are read as verdicts.
+    old = [{k: v for k, v in r.items() if not k.startswith("prob_")} for r in rows]
+    assert evaluation._win_rates(old, EvalConfig(lc_min_samples=2))["preferences"] == "hard"
+
+
 def test_question_text():
     assert question_text("plain") == "plain"
     chat = [{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}]
@@ -63,6 +79,10 @@ def test_each_model_then_the_judge_and_a_rerun_reuses_everything(tiny_models, tm
     assert 0 <= other["win_rate"] <= 1 and other["lc_win_rate"] is not None
     games = [json.loads(line) for line in (out / "judgements" / "other.jsonl").read_text().splitlines()]
     assert len(games) == len(PROMPTS) and games[4]["question"] == "Tell me what Leo did at the market."
+    # The log-prob judge gives probabilities, so the rates are on soft preferences: the model's mean over games.
+    assert other["preferences"] == same["preferences"] == "soft"
+    soft = [g["prob_first"] for g in games] + [1 - g["prob_second"] for g in games]
+    assert other["win_rate"] == pytest.approx(sum(soft) / len(soft))
 
     # A rerun (e.g. after an interrupted sweep) builds no engine and gives the same numbers.
     built.clear()

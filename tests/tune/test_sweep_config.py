@@ -36,7 +36,9 @@ def test_shipped_configs_load_and_span_their_grids():
     stronger = sorted({p["beta"] for p in points if p["reference"] == "stronger"})
     assert own == [0.005, 0.01, 0.02, 0.05, 0.1]  # RefDPO's grid
     assert stronger == own + [1.0, 10.0]  # a stronger reference moves the best β up to ~1
-    assert len(points) == (5 + 7) * 3
+    posterior = sorted({p["beta"] for p in points if p["reference"] == "posterior"})
+    assert posterior == [1.0, 10.0, 100.0]  # reference-free: RefDPO's best was β = 100
+    assert len(points) == (5 + 7 + 3) * 3
 
 
 def test_grid_sweeps_loss_types_and_references():
@@ -45,11 +47,13 @@ def test_grid_sweeps_loss_types_and_references():
         grid={"betas": [0.1], "seeds": [0, 1], "loss_types": ["sigmoid", "ipo"]},
     )
     points = grid_points(cfg)
-    assert len(points) == 2 * 2 * 2
+    assert len(points) == 1 * 2 * 2 + 3 * 2 * 2  # seeds x loss types; the posterior reference has 3 betas
     assert {(p["reference"], p["loss_type"]) for p in points} == {
         (r, lt) for r in ("sft", "none") for lt in ("sigmoid", "ipo")
     }
-    assert all(p["beta"] == 0.1 for p in points)  # only another *model* gets the stronger-reference betas
+    # Only another *model* gets the stronger-reference betas; the posterior one gets posterior_betas only.
+    assert {p["beta"] for p in points if p["reference"] == "sft"} == {0.1}
+    assert {p["beta"] for p in points if p["reference"] == "none"} == {1.0, 10.0, 100.0}
 
 
 def test_bad_values_are_named():
