@@ -30,6 +30,7 @@ from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, JudgeResult, Sa
 from rayflow.eval.safety.metrics import label_report, normalize_gold
 from rayflow.jsonl import loads_object
 from rayflow.llm import Engine, EngineConfig, resolve_model_path
+from rayflow.retry import call_with_retries, check_reply
 from rayflow.workflow import InputError, Result, Workflow, require_model, require_path
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,11 @@ class JudgeTask:
                 timeout=self.cfg.engine.request_timeout_s,
             )
         body = {"items": [r.model_dump(exclude_none=True) for r in requests]}
-        reply = self._client.post("/v1/judge/safety", json=body)
+        # A restarting replica or a dropped connection costs retries, not the Ray Data job.
+        reply = call_with_retries(
+            lambda: check_reply(self._client.post("/v1/judge/safety", json=body)),
+            f"judge endpoint {self.cfg.endpoint}",
+        )
         if reply.status_code != 200:
             raise RuntimeError(f"judge endpoint answered {reply.status_code}: {reply.text[:500]}")
         return [JudgeResult(**r) for r in reply.json()["results"]]

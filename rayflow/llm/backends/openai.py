@@ -11,8 +11,9 @@ Refusals: an empty prompt, text that is not valid Unicode, or a scoring pair ove
 (when set), is rejected here; every
 other check is the server's, and a request it answers with HTTP 400 becomes a `PromptRejected` for that
 prompt alone (vLLM's server follows the rule in `rayflow.llm.prompts`: it refuses prompts that leave no room
-in the context and caps max_tokens to what is left). Other HTTP errors (auth, unknown model, server
-failures) raise.
+in the context and caps max_tokens to what is left). Connection errors, timeouts, 408, 429 and 5xx are
+retried with exponential backoff and jitter (`rayflow.retry`), so a replica restart does not fail a batch;
+when the retries run out, and on any other HTTP error (auth, unknown model), the call raises.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rayflow.llm.types import (
     Scored,
     TokenLogprob,
 )
+from rayflow.retry import call_with_retries
 
 
 class OpenAIEngine:
@@ -51,7 +53,7 @@ class OpenAIEngine:
             base_url=config.base_url,
             api_key=os.environ.get(config.api_key_env) or "EMPTY",
             timeout=config.request_timeout_s,
-            max_retries=2,
+            max_retries=0,  # retried by `_create`, with the same policy as every rayflow client
         )
         self._tokenizer = None
 
@@ -61,6 +63,10 @@ class OpenAIEngine:
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.config)
         return self._tokenizer
+
+    def _create(self, create, **request):
+        """`create(**request)` (an `openai` client method), retried after transient failures."""
+        return call_with_retries(lambda: create(**request), f"{self.config.base_url} ({self.model_name})")
 
     def _map(self, fn, items):
         with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
@@ -98,7 +104,7 @@ class OpenAIEngine:
         if is_chat:
             if params.logprobs is not None:
                 common.update(logprobs=True, top_logprobs=params.logprobs)
-            choice = self.client.chat.completions.create(messages=prompt, **common).choices[0]
+            choice = self._create(self.client.chat.completions.create, messages=prompt, **common).choices[0]
             token_lps = None
             if choice.logprobs is not None and choice.logprobs.content is not None:
                 token_lps = [
@@ -111,7 +117,7 @@ class OpenAIEngine:
             )
         if params.logprobs is not None:
             common.update(logprobs=params.logprobs)
-        choice = self.client.completions.create(prompt=prompt, **common).choices[0]
+        choice = self._create(self.client.completions.create, prompt=prompt, **common).choices[0]
         token_lps = None
         if choice.logprobs is not None and choice.logprobs.tokens:
             lp = choice.logprobs
@@ -144,7 +150,8 @@ class OpenAIEngine:
             return pair
         p, c = pair
         try:
-            choice = self.client.completions.create(
+            choice = self._create(
+                self.client.completions.create,
                 model=self.model_name, prompt=p + c, echo=True, logprobs=0, max_tokens=1, temperature=0.0
             ).choices[0]
         except self._openai.BadRequestError as err:
