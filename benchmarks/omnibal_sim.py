@@ -7,7 +7,14 @@ simulated 1F1B makespan; throughput is samples per simulated second over an epoc
 
 - baseline: seeded random batches of 4 samples padded to the longest, DeepSpeed's `parameters` split,
   global full recompute (InternVL's setting, which a `parameters` split needs to fit);
-- candidate: ISF groups (budgets found by the Q search), searched partition, per-stage recompute plan.
+- candidate: rayflow-ISF (ISF groups, budgets from rayflow's grid Q search, then dealt longest-first so each
+  step holds groups of similar cost), searched partition, per-stage recompute plan.
+
+`candidate.isf_variants` sets ISF as the paper describes it beside rayflow's, each with its own searched
+partition and recompute plan: `rayflow_isf` (the candidate), `paper_isf` (the same groups dealt to ranks at
+random, as the reference's sampler does), and `paper_isf_linear_q` (the reference's one-dimensional Q search
+too). Balance metrics use the reference's definitions (`pad`, `dist_vit`, `dist_llm`) beside rayflow's
+per-step ones (`dist_*_step`, `max_mean`); each result's `definitions` says which is which.
 
 Also writes the ablations (each part alone) and `benchmarks/results/omnibal_rank_load.png` (per-rank load
 before and after balancing). Run: `python benchmarks/omnibal_sim.py [--samples 70000]`.
@@ -32,7 +39,7 @@ from rayflow.train.omnibal.partition import (  # noqa: E402
     search_partition,
     simulate_schedule,
 )
-from rayflow.train.omnibal.qsearch import search_q  # noqa: E402
+from rayflow.train.omnibal.qsearch import search_q, search_q_linear  # noqa: E402
 from rayflow.train.omnibal.schedule import BalanceConfig, GroupWork, build_schedule  # noqa: E402
 from rayflow.train.omnibal.synthetic import internvl_like_lengths  # noqa: E402
 
@@ -75,18 +82,28 @@ def main() -> None:
     t0 = time.perf_counter()
     q = search_q(vit, tok, ranks=DP, micro_per_step=MICRO, samples_per_group=4, objective="cost", cost=cost)
     q_seconds = time.perf_counter() - t0
-    isf = build_schedule(vit, tok, BalanceConfig(isf=q.isf), ranks=DP, micro_per_step=MICRO, epoch=0, cost=cost)
-    rnd = build_schedule(vit, tok, BalanceConfig(balance="random", batch_size=4), ranks=DP, micro_per_step=MICRO,
-                         epoch=0, cost=cost)
+    t0 = time.perf_counter()
+    q_linear = search_q_linear(vit, tok, ranks=DP, samples_per_group=4)
+    q_linear_seconds = time.perf_counter() - t0
+
+    def schedule(balance: BalanceConfig):
+        return build_schedule(vit, tok, balance, ranks=DP, micro_per_step=MICRO, epoch=0, cost=cost)
+
+    isf = schedule(BalanceConfig(isf=q.isf))
+    paper = schedule(BalanceConfig(isf=q.isf, dealing="random"))
+    paper_linear = schedule(BalanceConfig(isf=q_linear.isf, dealing="random"))
+    rnd = schedule(BalanceConfig(balance="random", batch_size=4))
     isf_report, rnd_report = isf.report(tok, cost), rnd.report(tok, cost)
 
-    workloads = [isf.work.take(isf.assignment[t, r]) for t in range(2) for r in range(2)]
-    t0 = time.perf_counter()
-    search = search_partition(profile, PP, workloads, MemorySpec(BUDGET, bound(isf)))
+    def partition_for(sched):
+        workloads = [sched.work.take(sched.assignment[t, r]) for t in range(2) for r in range(2)]
+        return search_partition(profile, PP, workloads, MemorySpec(BUDGET, bound(sched)))
+
+    search = partition_for(isf)
     searched, params = search.best.parts, parameters_partition(profile, PP)
 
-    def run(schedule, parts, recompute):
-        return simulate_schedule(profile, parts, schedule, MemorySpec(BUDGET, bound(schedule)), recompute)
+    def run(sched, parts, recompute):
+        return simulate_schedule(profile, parts, sched, MemorySpec(BUDGET, bound(sched)), recompute)
 
     base = run(rnd, params, "full")
     cand = run(isf, searched, "plan")
@@ -100,30 +117,63 @@ def main() -> None:
     def summary(r: dict) -> dict:
         return {k: v for k, v in r.items() if k != "rank_seconds"}
 
-    candidate = {"label": "isf + searched partition + per-stage recompute", "value": cand["samples_per_second"],
-                 "parts": list(searched), "isf": q.isf.model_dump(), **isf_report, **summary(cand),
-                 "q_search_seconds": q_seconds, "partition_search": {"method": search.method,
-                                                                     "evaluated": search.evaluated,
-                                                                     "seconds": search.seconds}}
+    def variant(label: str, sched, isf_cfg, q_method: str, dealing: str) -> dict:
+        parts = partition_for(sched).best.parts
+        sim = run(sched, parts, "plan")
+        return {
+            "label": label,
+            "q_search": q_method,
+            "dealing": dealing,
+            "isf": isf_cfg.model_dump(),
+            "parts": list(parts),
+            "samples_per_second": sim["samples_per_second"],
+            "speedup": sim["samples_per_second"] / base["samples_per_second"],
+            **{k: v for k, v in sched.report(tok, cost).items() if k != "definitions"},
+        }
+
+    variants = {
+        "rayflow_isf": variant(
+            "rayflow-ISF: ISF + longest-first dealing of groups to ranks", isf, q.isf, "grid (rayflow)", "lpt"
+        ),
+        "paper_isf": variant(
+            "paper-ISF: ISF, groups dealt to ranks at random (as the reference's sampler)",
+            paper,
+            q.isf,
+            "grid (rayflow)",
+            "random",
+        ),
+        "paper_isf_linear_q": variant(
+            "paper-ISF with the reference's 1-D Q search", paper_linear, q_linear.isf, "linear (reference)", "random"
+        ),
+    }
+    candidate = {"label": "rayflow-ISF (ISF + longest-first dealing) + searched partition + per-stage recompute",
+                 "value": cand["samples_per_second"], "parts": list(searched), "isf": q.isf.model_dump(),
+                 **isf_report, **summary(cand), "q_search_seconds": q_seconds,
+                 "q_search_linear_seconds": q_linear_seconds,
+                 "partition_search": {"method": search.method, "evaluated": search.evaluated,
+                                      "seconds": search.seconds}}  # fmt: skip
     baseline = {"label": "random batches (4) + parameters partition + full recompute",
-                "value": base["samples_per_second"], "parts": list(params), **rnd_report, **summary(base)}
+                "value": base["samples_per_second"], "parts": list(params), **rnd_report, **summary(base)}  # fmt: skip
     candidate["ablations"] = {k: {"samples_per_second": v["samples_per_second"],
                                   "speedup": v["samples_per_second"] / base["samples_per_second"],
-                                  "fits_memory": v["fits_memory"]} for k, v in ablations.items()}
-    for key in ("dist_vit", "dist_llm", "pad", "max_mean"):
-        candidate[key] = isf_report[key]
+                                  "fits_memory": v["fits_memory"]} for k, v in ablations.items()}  # fmt: skip
+    candidate["isf_variants"] = variants
     path = write_result("omnibal_sim", candidate, baseline, unit="samples per simulated second",
-                        higher_is_better=True)
+                        higher_is_better=True)  # fmt: skip
     plot(base, cand, RESULTS / "omnibal_rank_load.png")
     print(f"simulated speed-up {cand['samples_per_second'] / base['samples_per_second']:.2f}x "
-          f"({cand['samples_per_second']:.2f} vs {base['samples_per_second']:.2f} samples/s); "
-          f"ISF dist vit/llm {isf_report['dist_vit']:.4f}/{isf_report['dist_llm']:.4f}, pad {isf_report['pad']:.3f}, "
-          f"max/mean {isf_report['max_mean']:.4f}; random dist {rnd_report['dist_vit']:.3f}/{rnd_report['dist_llm']:.3f} "
-          f"pad {rnd_report['pad']:.3f} max/mean {rnd_report['max_mean']:.3f}")
+          f"({cand['samples_per_second']:.2f} vs {base['samples_per_second']:.2f} samples/s); random batches: "
+          f"pad {rnd_report['pad']:.3f}, dist vit/llm {rnd_report['dist_vit']:.4f}/{rnd_report['dist_llm']:.4f} "
+          f"(per step {rnd_report['dist_vit_step']:.4f}/{rnd_report['dist_llm_step']:.4f}), "
+          f"max/mean {rnd_report['max_mean']:.3f}")  # fmt: skip
+    for v in variants.values():
+        print(f"  {v['label']}: Q_v={v['isf']['q_v']} Q_t={v['isf']['q_t']}, {v['speedup']:.2f}x, "
+              f"dist vit/llm {v['dist_vit']:.4f}/{v['dist_llm']:.4f} "
+              f"(per step {v['dist_vit_step']:.4f}/{v['dist_llm_step']:.4f}), max/mean {v['max_mean']:.4f}")  # fmt: skip
     for k, v in candidate["ablations"].items():
         print(f"  {k}: {v['speedup']:.2f}x")
     print(f"partition {search.method} over {search.evaluated} candidates in {search.seconds:.2f} s: {searched} "
-          f"(parameters: {params}) -> {path}")
+          f"(parameters: {params}); Q search {q_seconds:.1f} s (grid), {q_linear_seconds:.1f} s (linear) -> {path}")  # fmt: skip
 
 
 if __name__ == "__main__":

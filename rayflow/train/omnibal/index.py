@@ -8,16 +8,23 @@ and the per-rank schedules read.
   forward still runs on it (InternVL's convention, which keeps the ViT stage busy on every rank).
 - ``tok``: final LLM sequence length, image tokens included.
 
+- ``source``: the data source a sample comes from (optional), for grouping each source apart
+  (``BalanceConfig.multi_group``).
+
 The rayflow image-text format is JSONL, one object per line::
 
-    {"id": "s17", "images": [3, 0], "text": "a red image and a blue image ..."}
+    {"id": "s17", "images": [3, 0], "text": "a red image and a blue image ...", "source": "captions"}
 
 ``images`` holds one entry per image (here a synthetic colour class; a real pipeline would hold paths
-and count dynamic-resolution tiles per image, which is what :class:`ImageTextFormat` isolates).
+and count dynamic-resolution tiles per image, which is what :class:`ImageTextFormat` isolates); ``source``
+is optional. :func:`read_length_files` reads OmniBal's own length statistics instead (its meta JSON files
+naming ``*_token_lengths.json`` lists of ``{"vit_num", "token_num", "image_flag"}``), one source per meta
+file as its ``multi_group`` has it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +33,14 @@ import numpy as np
 
 from rayflow.jsonl import loads_object
 
-__all__ = ["ImageTextFormat", "LengthIndex", "build_index", "parse_sample", "read_jsonl_index"]
+__all__ = [
+    "ImageTextFormat",
+    "LengthIndex",
+    "build_index",
+    "parse_sample",
+    "read_jsonl_index",
+    "read_length_files",
+]
 
 
 @dataclass(frozen=True)
@@ -49,27 +63,39 @@ class ImageTextFormat:
 
 @dataclass(frozen=True)
 class LengthIndex:
-    """Per-sample (vit, tok) arrays, aligned with ``ids`` (the dataset's row ids)."""
+    """Per-sample (vit, tok) arrays, aligned with ``ids`` (the dataset's row ids); ``source`` [N] str, "" when
+    the data names none."""
 
     ids: np.ndarray  # [N] str
     vit: np.ndarray  # [N] int64, tiles
     tok: np.ndarray  # [N] int64, LLM tokens
+    source: np.ndarray | None = None  # [N] str
 
     def __post_init__(self) -> None:
-        if not (len(self.ids) == len(self.vit) == len(self.tok)):
-            raise ValueError("ids, vit and tok must have the same length")
+        if self.source is None:
+            object.__setattr__(self, "source", np.full(len(self.ids), "", dtype=object).astype(str))
+        if not (len(self.ids) == len(self.vit) == len(self.tok) == len(self.source)):
+            raise ValueError("ids, vit, tok and source must have the same length")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def save(self, path: str | Path) -> None:
-        """Write a compressed ``.npz`` holding ids, vit and tok."""
-        np.savez_compressed(path, ids=self.ids.astype(str), vit=self.vit, tok=self.tok)
+        """Write a compressed ``.npz`` holding ids, vit, tok and source."""
+        np.savez_compressed(
+            path, ids=self.ids.astype(str), vit=self.vit, tok=self.tok, source=self.source.astype(str)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LengthIndex:
         with np.load(path) as data:
-            return cls(ids=data["ids"], vit=data["vit"].astype(np.int64), tok=data["tok"].astype(np.int64))
+            source = data["source"] if "source" in data.files else None
+            return cls(
+                ids=data["ids"],
+                vit=data["vit"].astype(np.int64),
+                tok=data["tok"].astype(np.int64),
+                source=source,
+            )
 
     @classmethod
     def from_lengths(cls, vit: Iterable[int], tok: Iterable[int]) -> LengthIndex:
@@ -90,19 +116,26 @@ def parse_sample(line: str) -> tuple[dict | None, str | None]:
         return None, "field 'images' must be a list of non-negative integers (one per image)"
     if "id" not in obj:
         return None, "missing field 'id'"
-    return {"id": str(obj["id"]), "images": images, "text": text}, None
+    source = obj.get("source", "")
+    if not isinstance(source, str):
+        return None, "field 'source' must be a string"
+    return {"id": str(obj["id"]), "images": images, "text": text, "source": source}, None
 
 
 def build_index(samples: Iterable[dict], fmt: ImageTextFormat) -> LengthIndex:
     """Index already-parsed samples (as returned by :func:`parse_sample`)."""
-    ids, vit, tok = [], [], []
+    ids, vit, tok, source = [], [], [], []
     for sample in samples:
         tiles, tokens = fmt.lengths(len(sample["images"]), sample["text"])
         ids.append(sample["id"])
         vit.append(tiles)
         tok.append(tokens)
+        source.append(sample.get("source", ""))
     return LengthIndex(
-        np.asarray(ids, dtype=str), np.asarray(vit, dtype=np.int64), np.asarray(tok, dtype=np.int64)
+        np.asarray(ids, dtype=str),
+        np.asarray(vit, dtype=np.int64),
+        np.asarray(tok, dtype=np.int64),
+        np.asarray(source, dtype=str),
     )
 
 
@@ -134,3 +167,43 @@ def read_jsonl_index(
             seen.add(sample["id"])
             samples.append(sample)
     return build_index(samples, fmt), samples, errors
+
+
+def read_length_files(meta_files: Iterable[str | Path]) -> LengthIndex:
+    """An index from OmniBal's length statistics (``internvl_sft_1.2M.json``-style meta files).
+
+    Each meta file maps dataset names to ``{"token_lengths": path, ...}`` (a path relative to the meta file's
+    folder, or absolute); each length file is a JSON list of ``{"vit_num", "token_num", "image_flag"}``.
+    A sample's source is its meta file's stem (the unit the reference's ``multi_group`` groups by), its id
+    ``<stem>/<dataset>/<row>``. A text-only sample gets a placeholder tile when its ``vit_num`` is 0, as the
+    reference does (its length files already count the fake image as one; its collator maps 0 to 1).
+    Raises ValueError naming the file and row of a malformed entry.
+    """
+    ids, vit, tok, source = [], [], [], []
+    for meta in map(Path, meta_files):
+        with open(meta, encoding="utf-8") as fh:
+            datasets = json.load(fh)
+        for name, info in datasets.items():
+            if "token_lengths" not in info:  # the reference skips such entries too
+                continue
+            path = Path(info["token_lengths"])
+            path = path if path.is_absolute() else meta.parent / path
+            with open(path, encoding="utf-8") as fh:
+                rows = json.load(fh)
+            for row, item in enumerate(rows):
+                entry = item if isinstance(item, dict) else {}
+                v, t = entry.get("vit_num"), entry.get("token_num")
+                if not (isinstance(v, int) and isinstance(t, int) and v >= 0 and t >= 1):
+                    raise ValueError(
+                        f"{path} row {row}: need integer vit_num >= 0 and token_num >= 1, got {item!r}"
+                    )
+                ids.append(f"{meta.stem}/{name}/{row}")
+                vit.append(max(v, 1))
+                tok.append(t)
+                source.append(meta.stem)
+    return LengthIndex(
+        np.asarray(ids, dtype=str),
+        np.asarray(vit, dtype=np.int64),
+        np.asarray(tok, dtype=np.int64),
+        np.asarray(source, dtype=str),
+    )

@@ -7,10 +7,17 @@ batches, which is how ranks drift apart and collectives hang). The training driv
 with one all-reduce per epoch (:func:`rayflow.train.loop.check_equal_across_ranks`).
 
 A step gives each of the D ranks ``micro_per_step`` groups (pipeline micro-batches or gradient
-accumulation). With ``balance="isf"`` the groups come from ISF and are then dealt so that each step
-holds groups of similar work (sorted by cost, cut into steps, longest-processing-time first across
-ranks); the step order is shuffled per epoch. With ``balance="random"`` groups are padded random batches
-dealt in order, the usual sampler behaviour and the baseline.
+accumulation). With ``balance="isf"`` the groups come from ISF and are then dealt to ranks:
+
+- ``dealing="lpt"`` (rayflow's): each step holds groups of similar work (sorted by cost, cut into steps,
+  longest-processing-time first across ranks);
+- ``dealing="random"`` (ISF as the paper and its reference code run it): the shuffled groups are dealt in
+  order, as a distributed sampler would.
+
+Either way the step order is shuffled per epoch. With ``multi_group`` (the reference's option of that name)
+ISF runs per data source (``source`` per sample), each source with its own budgets if
+``isf_by_source`` names them, and every step holds groups of one source only. With ``balance="random"``
+groups are padded random batches dealt in order, the usual sampler behaviour and the baseline.
 
 Resuming mid-epoch is (epoch, next step): the schedule is rebuilt bit-identically and the iterator starts
 at that step.
@@ -46,6 +53,15 @@ class BalanceConfig(Config):
         "isf", description="isf: packed balanced groups; random: baseline"
     )
     isf: ISFConfig = ISFConfig()
+    dealing: Literal["lpt", "random"] = Field(
+        "lpt", description="isf: lpt = similar-cost groups side by side (rayflow); random = as the paper"
+    )
+    multi_group: bool = Field(
+        False, description="isf: group each data source apart (the reference's multi_group)"
+    )
+    isf_by_source: dict[str, ISFConfig] = Field(
+        default_factory=dict, description="multi_group: budgets per source name (others use isf)"
+    )
     batch_size: int = Field(4, ge=1, description="samples per padded micro-batch when balance=random")
     seed: int = Field(0, description="shared by every rank; the epoch is mixed in")
 
@@ -92,6 +108,16 @@ def default_cost(work: GroupWork) -> np.ndarray:
     return work.tiles + work.run_tokens / 256.0
 
 
+METRIC_DEFINITIONS = {
+    "pad": "reference: total pad tokens / total tokens of the padded micro-batches",
+    "dist_vit": "reference: Dist of tiles per micro-batch iteration; iterations without tiles count as 0",
+    "dist_llm": "reference: Dist of each rank's padded length per micro-batch iteration",
+    "dist_vit_step": "rayflow: Dist of tiles per step (micro-batches summed); steps without tiles skipped",
+    "dist_llm_step": "rayflow: Dist of computed tokens per step (micro-batches summed)",
+    "max_mean": "rayflow: busiest rank's cost / mean rank cost per step, averaged",
+}
+
+
 @dataclass(frozen=True)
 class EpochSchedule:
     """One epoch's plan: ``assignment[step, rank, j]`` is the j-th group that rank runs at that step."""
@@ -117,21 +143,39 @@ class EpochSchedule:
         """Per-group ``values`` [G] summed per rank and step: [steps, ranks]."""
         return values[self.assignment].sum(axis=2)
 
+    def iteration_loads(self, values: np.ndarray) -> np.ndarray:
+        """Per-group ``values`` [G] per micro-batch iteration and rank: [steps * micro_per_step, ranks]."""
+        return values[self.assignment].transpose(0, 2, 1).reshape(-1, self.ranks)
+
     def report(self, tok: np.ndarray, cost: CostFn = default_cost) -> dict:
-        """Pad, Dist (vision, language), step max/mean and counts, as a JSON-able dict."""
-        batches = [] if self.grouping.packed else [tok[g] for g in self.grouping.groups]
-        used = int(sum(len(g) for g in self.grouping.groups))
+        """Balance metrics and counts, as a JSON-able dict; ``definitions`` says what each metric is.
+
+        ``pad``, ``dist_vit``, ``dist_llm`` are the reference's definitions (see :mod:`.metrics`): per
+        micro-batch iteration, LLM load = the micro-batch's padded length, iterations without tiles counted.
+        ``dist_vit_step``, ``dist_llm_step`` are rayflow's: per step (a rank's micro-batches summed, since
+        ranks synchronise once per step), LLM load = tokens computed, steps without tiles skipped.
+        """
+        groups = self.grouping.groups
+        batches = [] if self.grouping.packed else [tok[g] for g in groups]
+        used = int(sum(len(g) for g in groups))
+        if self.grouping.packed:  # one sequence: its length is the group's tokens
+            padded_length = self.work.tokens
+        else:  # B samples padded to the longest
+            padded_length = self.work.run_tokens / np.array([len(g) for g in groups], dtype=np.float64)
         return {
             "balance": "isf" if self.grouping.packed else "random",
             "steps": self.num_steps,
-            "groups": len(self.grouping.groups),
+            "groups": len(groups),
             "samples_used": used,
             "samples_dropped": {k: len(v) for k, v in self.grouping.dropped.items()},
-            "mean_samples_per_group": used / max(1, len(self.grouping.groups)),
+            "mean_samples_per_group": used / max(1, len(groups)),
             "pad": pad_ratio(batches),
-            "dist_vit": dist_ratio(self.rank_loads(self.work.tiles)),
-            "dist_llm": dist_ratio(self.rank_loads(self.work.tokens)),
+            "dist_vit": dist_ratio(self.iteration_loads(self.work.tiles)),
+            "dist_llm": dist_ratio(self.iteration_loads(padded_length)),
+            "dist_vit_step": dist_ratio(self.rank_loads(self.work.tiles), idle="skip"),
+            "dist_llm_step": dist_ratio(self.rank_loads(self.work.run_tokens), idle="skip"),
             "max_mean": max_mean(self.rank_loads(cost(self.work))),
+            "definitions": METRIC_DEFINITIONS,
         }
 
 
@@ -144,13 +188,19 @@ def build_schedule(
     micro_per_step: int,
     epoch: int,
     cost: CostFn = default_cost,
+    source: np.ndarray | None = None,
 ) -> EpochSchedule:
-    """The epoch's schedule over samples with [N] ``vit`` tiles and ``tok`` tokens; same on every rank."""
+    """The epoch's schedule over samples with [N] ``vit`` tiles and ``tok`` tokens; same on every rank.
+
+    ``source``: [N] data-source names, used when ``cfg.multi_group`` is set.
+    """
     vit, tok = np.asarray(vit, dtype=np.int64), np.asarray(tok, dtype=np.int64)
     per_step = ranks * micro_per_step
     seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
     if cfg.balance == "isf":
-        grouping = isf_groups(vit, tok, cfg.isf, seed=seed, multiple_of=per_step)
+        if cfg.multi_group and source is None:
+            raise ValueError("balance.multi_group needs each sample's data source")
+        grouping, blocks = _isf_by_source(vit, tok, cfg, source if cfg.multi_group else None, seed, per_step)
     else:
         grouping = random_batches(len(vit), cfg.batch_size, seed=seed, multiple_of=per_step)
     if not grouping.groups:
@@ -160,14 +210,53 @@ def build_schedule(
         )
     work = GroupWork.of(grouping, vit, tok)
     if cfg.balance == "isf":
-        assignment = _deal_balanced(cost(work), ranks, micro_per_step, seed)
+        costs = cost(work)
+        steps = [
+            ids[_deal_balanced(costs[ids], ranks, micro_per_step)]
+            if cfg.dealing == "lpt"
+            else ids.reshape(-1, ranks, micro_per_step)
+            for ids in blocks
+            if len(ids)
+        ]
+        assignment = np.concatenate(steps)
+        assignment = assignment[np.random.default_rng([seed, 1]).permutation(len(assignment))]
     else:
         assignment = np.arange(len(grouping.groups)).reshape(-1, ranks, micro_per_step)
     return EpochSchedule(epoch=epoch, grouping=grouping, assignment=assignment, work=work)
 
 
-def _deal_balanced(costs: np.ndarray, ranks: int, micro: int, seed: int) -> np.ndarray:
-    """Deal groups into steps of similar cost, LPT across ranks within a step, steps in shuffled order."""
+def _isf_by_source(
+    vit: np.ndarray, tok: np.ndarray, cfg: BalanceConfig, source: np.ndarray | None, seed: int, per_step: int
+) -> tuple[Grouping, list[np.ndarray]]:
+    """ISF over all samples, or per source; returns the grouping and each source's group ids."""
+    if source is None:
+        grouping = isf_groups(vit, tok, cfg.isf, seed=seed, multiple_of=per_step)
+        return grouping, [np.arange(len(grouping.groups))]
+    source = np.asarray(source).astype(str)
+    groups: list[np.ndarray] = []
+    dropped: dict[str, list[np.ndarray]] = {}
+    blocks, full = [], 0
+    for k, name in enumerate(np.unique(source).tolist()):
+        members = np.flatnonzero(source == name)
+        sub_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        part = isf_groups(
+            vit[members],
+            tok[members],
+            cfg.isf_by_source.get(name, cfg.isf),
+            seed=sub_seed,
+            multiple_of=per_step,
+        )
+        blocks.append(np.arange(len(groups), len(groups) + len(part.groups)))
+        groups += [members[g] for g in part.groups]
+        for reason, positions in part.dropped.items():
+            dropped.setdefault(reason, []).append(members[positions])
+        full += part.full_groups
+    merged = {reason: np.sort(np.concatenate(parts)) for reason, parts in dropped.items()}
+    return Grouping(groups, packed=True, dropped=merged, full_groups=full), blocks
+
+
+def _deal_balanced(costs: np.ndarray, ranks: int, micro: int) -> np.ndarray:
+    """Deal groups into steps of similar cost, LPT across ranks within a step: [steps, ranks, micro] ids."""
     order = np.argsort(-costs, kind="stable")
     per_step = ranks * micro
     steps = []
@@ -182,8 +271,7 @@ def _deal_balanced(costs: np.ndarray, ranks: int, micro: int, seed: int) -> np.n
             if len(slots[r]) < micro:
                 heapq.heappush(heap, (load + costs[g], r))
         steps.append(slots)
-    assignment = np.asarray(steps, dtype=np.int64)
-    return assignment[np.random.default_rng([seed, 1]).permutation(len(assignment))]
+    return np.asarray(steps, dtype=np.int64)
 
 
 class RankIterator:

@@ -20,10 +20,11 @@ _RGB = np.array(
     [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 1], [0, 0, 0]], dtype=np.float32
 )
 
-_FILLER = (
+_FILLER_TEXT = (
     "the picture shows a scene with some shapes and a plain background that fills the frame while "
     "a few small marks sit near the corners and the light falls evenly across every part of it"
-).split()
+)
+_FILLER = _FILLER_TEXT.split()
 
 
 def internvl_like_lengths(

@@ -97,8 +97,13 @@ class _Block(nn.Module):
         if segments is None:
             y = F.scaled_dot_product_attention(q, k, v)
         else:
-            y = torch.cat([F.scaled_dot_product_attention(qs, ks, vs, is_causal=True) for qs, ks, vs in
-                           zip(q.split(segments, -2), k.split(segments, -2), v.split(segments, -2))], dim=-2)
+            y = torch.cat(
+                [
+                    F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+                    for qs, ks, vs in zip(q.split(segments, -2), k.split(segments, -2), v.split(segments, -2))
+                ],
+                dim=-2,
+            )
         return x + self.out(y.transpose(-2, -3).reshape(*lead, n, dim))
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,7 +177,7 @@ class Merge(nn.Module):
     def forward(self, inputs: tuple) -> tuple:
         h_v, input_ids, seq_ids, pos_ids = inputs
         n, p, d = h_v.shape
-        side = int(math.isqrt(p))
+        side = math.isqrt(p)
         grid = h_v.view(n, side // 2, 2, side // 2, 2, d).permute(0, 1, 3, 2, 4, 5)
         feats = self.proj(grid.reshape(n, (side // 2) ** 2, 4 * d))  # [N, tokens_per_tile, D]
         h = self.embed(input_ids)

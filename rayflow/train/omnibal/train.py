@@ -46,7 +46,6 @@ from rayflow.train.loop import (
 )
 from rayflow.train.omnibal.costmodel import CostProfile
 from rayflow.train.omnibal.index import LengthIndex, read_jsonl_index
-from rayflow.train.omnibal.isf import ISFConfig
 from rayflow.train.omnibal.partition import (
     MemorySpec,
     evaluate_partition,
@@ -54,7 +53,7 @@ from rayflow.train.omnibal.partition import (
     search_partition,
     uniform_partition,
 )
-from rayflow.train.omnibal.qsearch import search_q
+from rayflow.train.omnibal.qsearch import search_q, search_q_by_source, search_q_linear
 from rayflow.train.omnibal.schedule import (
     BalanceConfig,
     EpochSchedule,
@@ -125,9 +124,13 @@ class TrainVLMConfig(Config):
     pipeline_stages: int = Field(2, ge=1, description="pipeline mode: stages per data-parallel replica")
     balance: BalanceConfig = BalanceConfig()
     search_q: bool = Field(True, description="search ISF budgets instead of using balance.isf.q_v/q_t")
+    q_search: Literal["grid", "linear"] = Field(
+        "grid", description="grid: rayflow's 2-D search on step cost; linear: the reference's 1-D search"
+    )
     samples_per_group: int = Field(4, ge=1, description="Q search target: samples per packed group")
     partition: Literal["parameters", "uniform", "searched"] = Field(
-        "searched", description="stage boundaries: by parameters, uniform layers, or searched with the profile"
+        "searched",
+        description="stage boundaries: by parameters, uniform layers, or searched with the profile",
     )
     recompute: Literal["plan", "none", "full"] = Field(
         "plan", description="plan: per stage; none/full: global"
@@ -237,21 +240,16 @@ def plan_run(cfg: TrainVLMConfig, index: LengthIndex, vlm: TinyVLMConfig) -> Run
         )
     cost = profile.group_seconds
     if balance.balance == "isf" and cfg.search_q:
-        found = search_q(
-            index.vit,
-            index.tok,
-            ranks=cfg.data_parallel,
-            micro_per_step=micro,
-            samples_per_group=cfg.samples_per_group,
-            objective="cost",
-            cost=cost,
-            seed=balance.seed,
-        )
-        isf = ISFConfig(q_v=found.isf.q_v, q_t=found.isf.q_t, iterations=balance.isf.iterations)
-        balance = balance.model_copy(update={"isf": isf})
-        report["q_search"] = {"q_v": isf.q_v, "q_t": isf.q_t, "candidates": len(found.table)}
+        balance, report["q_search"] = _search_budgets(cfg, index, cost)
     schedule = build_schedule(
-        index.vit, index.tok, balance, ranks=cfg.data_parallel, micro_per_step=micro, epoch=0, cost=cost
+        index.vit,
+        index.tok,
+        balance,
+        ranks=cfg.data_parallel,
+        micro_per_step=micro,
+        epoch=0,
+        cost=cost,
+        source=index.source,
     )
     report["balance"] = schedule.report(index.tok, cost)
     if cfg.mode != "pipeline":
@@ -289,6 +287,34 @@ def plan_run(cfg: TrainVLMConfig, index: LengthIndex, vlm: TinyVLMConfig) -> Run
         "stage_recompute": [list(p.modes) for p in ev.plans],
     }
     return RunPlan(balance, profile, tuple(parts), modes, report)
+
+
+def _search_budgets(cfg: TrainVLMConfig, index: LengthIndex, cost) -> tuple[BalanceConfig, dict]:
+    """The balance settings with searched ISF budgets (per source under ``multi_group``), and what was found."""
+    balance = cfg.balance
+    iterations = balance.isf.iterations
+    if cfg.q_search == "linear":
+        # The reference starts at Q_t = 4096, sized for InternVL; start from the target group size instead.
+        start = max(16, int(cfg.samples_per_group * index.tok.mean()))
+        kwargs = {"ranks": cfg.data_parallel, "samples_per_group": cfg.samples_per_group, "q_t_start": start}
+    else:
+        kwargs = {
+            "ranks": cfg.data_parallel,
+            "micro_per_step": cfg.train.grad_accum_steps,
+            "samples_per_group": cfg.samples_per_group,
+            "objective": "cost",
+            "cost": cost,
+        }
+    kwargs.update(iterations=iterations, seed=balance.seed)
+    linear = cfg.q_search == "linear"
+    if balance.multi_group:
+        found = search_q_by_source(index.vit, index.tok, index.source, linear=linear, **kwargs)
+        balance = balance.model_copy(update={"isf_by_source": found})
+        return balance, {"method": cfg.q_search, "by_source": {k: v.model_dump() for k, v in found.items()}}
+    result = (search_q_linear if linear else search_q)(index.vit, index.tok, **kwargs)
+    isf = result.isf.model_copy(update={"iterations": iterations})
+    balance = balance.model_copy(update={"isf": isf})
+    return balance, {"method": cfg.q_search, "q_v": isf.q_v, "q_t": isf.q_t, "candidates": len(result.table)}
 
 
 def _largest_group(schedule: EpochSchedule) -> GroupWork:
@@ -334,7 +360,9 @@ class OmniBalTask(PipelineTask):
 
         if self.plan.parts is None or len(self.plan.parts) != stages + 1:
             raise ValueError(f"the plan has no partition into {stages} stages")
-        return build_pipeline(self._load()[0].cfg, self.plan.parts, self.plan.modes, data_parallel=data_parallel)
+        return build_pipeline(
+            self._load()[0].cfg, self.plan.parts, self.plan.modes, data_parallel=data_parallel
+        )
 
     def train_batches(self, epoch: int, rank: int, world_size: int, micro_batch_size: int) -> LazyBatches:
         data = self._load()[0]
@@ -347,6 +375,7 @@ class OmniBalTask(PipelineTask):
             micro_per_step=self.cfg.train.grad_accum_steps,
             epoch=epoch,
             cost=self.plan.profile.group_seconds,
+            source=index.source,
         )
         groups = [g for _, step_groups in RankIterator(schedule, rank) for g in step_groups]
         return LazyBatches(groups, functools.partial(data.collate, packed=schedule.grouping.packed))

@@ -51,6 +51,7 @@ class VLMData:
             ids=np.array([s["id"] for s in self.samples], dtype=str),
             vit=np.maximum(images, 1),
             tok=text + images * self.cfg.tokens_per_tile,
+            source=np.array([s.get("source", "") for s in self.samples], dtype=str),
         )
 
     def collate(self, positions: np.ndarray, *, packed: bool = True) -> dict[str, torch.Tensor]:

@@ -16,7 +16,8 @@ def test_pad_ratio_hand_cases():
     assert pad_ratio([[4, 4, 4]]) == 0.0
     # max 4: padding (0 + 2 + 3) over 4 * 3 slots
     assert pad_ratio([[4, 2, 1]]) == pytest.approx(5 / 12)
-    assert pad_ratio([[4, 2, 1], [10]]) == pytest.approx((5 / 12 + 0) / 2)
+    # Total padding over total tokens (the reference's), not the mean of per-batch ratios (5/12 + 0) / 2.
+    assert pad_ratio([[4, 2, 1], [10]]) == pytest.approx(5 / (12 + 10))
 
 
 def test_dist_ratio_hand_cases():
@@ -24,6 +25,10 @@ def test_dist_ratio_hand_cases():
     # max 4: waiting (0 + 2 + 4 + 2) over 4 ranks * 4
     assert dist_ratio(np.array([[4, 2, 0, 2]])) == pytest.approx(8 / 16)
     assert dist_ratio(np.array([[4, 2, 0, 2], [1, 1, 1, 1]])) == pytest.approx(0.25)
+    # An iteration where no rank has any load: Dist 0 and counted (the reference's), or left out.
+    idle = np.array([[4, 2, 0, 2], [0, 0, 0, 0]])
+    assert dist_ratio(idle) == pytest.approx(0.25)
+    assert dist_ratio(idle, idle="skip") == pytest.approx(0.5)
 
 
 def test_max_mean_hand_cases():
