@@ -40,8 +40,8 @@ def run(mode: str, samples: int, storage: str) -> dict:
     seconds = final["num_tokens"] / final["perf/tokens_per_s"]
     return {"label": mode, "value": balance["samples_used"] / seconds, "epoch_seconds": seconds,
             "steps": balance["steps"], "final_loss": final["loss"],
-            **{k: balance[k] for k in ("samples_used", "pad", "dist_vit", "dist_llm", "max_mean",
-                                       "mean_samples_per_group")}}
+            **{k: balance[k] for k in ("samples_used", "pad", "dist_vit", "dist_llm", "dist_vit_step",
+                                       "dist_llm_step", "max_mean", "mean_samples_per_group", "definitions")}}
 
 
 def main() -> None:
