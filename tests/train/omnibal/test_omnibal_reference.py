@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from rayflow.train.omnibal.index import read_length_files
+from rayflow.train.omnibal.index import ImageTextFormat, LengthIndex, read_jsonl_index, read_length_files
 from rayflow.train.omnibal.isf import ISFConfig
 from rayflow.train.omnibal.qsearch import search_q_by_source, search_q_linear
 from rayflow.train.omnibal.schedule import BalanceConfig, RankIterator, build_schedule
@@ -187,3 +187,20 @@ def test_length_files_give_placeholder_tiles_and_one_source_per_meta_file(tmp_pa
     (tmp_path / "lengths" / "chat.json").write_text(json.dumps([{"vit_num": 1}]))
     with pytest.raises(ValueError, match="chat.json row 0"):
         read_length_files([tmp_path / "llm.json"])
+
+
+def test_jsonl_source_reaches_the_index(tmp_path):
+    path = tmp_path / "data.jsonl"
+    rows = [
+        {"id": "a", "images": [1], "text": "red .", "source": "captions"},
+        {"id": "b", "images": [], "text": "hello there"},
+        {"id": "c", "images": [], "text": "x", "source": 3},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fmt = ImageTextFormat(tiles_per_image=1, tokens_per_tile=4, count_text=lambda t: len(t.split()))
+    index, samples, errors = read_jsonl_index(path, fmt)
+    assert [s["source"] for s in samples] == ["captions", ""]
+    assert index.source.tolist() == ["captions", ""] and index.vit.tolist() == [1, 1]
+    assert errors == [{"source": str(path), "line": 3, "reason": "field 'source' must be a string"}]
+    index.save(tmp_path / "i.npz")
+    assert LengthIndex.load(tmp_path / "i.npz").source.tolist() == ["captions", ""]
