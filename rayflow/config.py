@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import to_jsonable_python
 
 __all__ = [
+    "AppArgs",
     "Config",
     "ConfigError",
     "build_parser",
@@ -41,6 +42,33 @@ class Config(BaseModel):
     # A typo in a key must fail loudly instead of silently running with the default,
     # and a config shared between a driver and its Ray workers must not drift.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppArgs(Config):
+    """Base class of a Serve application builder's argument (`def build_x_app(args: XAppArgs)`).
+
+    Serve fills it from a config file's `args:` block (nested mappings, typed values) or from
+    `serve run mod:build_x_app key=value ...` (flat keys, every value text). Both are read as job configs are
+    (:func:`load_config`): dotted keys set nested values (`llm.engine.model=/ckpt`), text values are read as
+    YAML (`llm.max_batch_size=8`, `llm_replica={num_gpus: 1}`), and a mapping updates a section's defaults key
+    by key instead of replacing the section. Unknown keys fail with the valid ones listed.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_serve_args(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        merged = default_data(cls)
+        for key, value in data.items():
+            if isinstance(value, str):  # from the command line, or a YAML string: typed as an override
+                keys, value = _parse_override(cls, f"{key}={value}")
+            else:
+                keys = tuple(str(key).split("."))
+            for name in reversed(keys[1:]):
+                value = {name: value}
+            _merge(cls, merged, {keys[0]: value}, (), {}, "args")
+        return merged
 
 
 class ConfigError(ValueError):

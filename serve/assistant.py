@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from rayflow.config import Config
+from rayflow.config import AppArgs
 from rayflow.llm import EngineConfig
 from rayflow.rag import AssistantConfig, answer
 from rayflow.rag.searcher import IndexSearcher, SearchConfig, read_documents
@@ -40,7 +40,7 @@ STATIC = resources.files("rayflow.rag") / "static"
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
-class AssistantAppArgs(Config):
+class AssistantAppArgs(AppArgs):
     """The assistant application: its model, flow, index, limits and replica sizes."""
 
     llm: LLMServerConfig = LLMServerConfig(

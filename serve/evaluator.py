@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
-from rayflow.config import Config
+from rayflow.config import AppArgs
 from rayflow.eval.ragchecker.checking import (
     CheckingConfig,
     LLMChecker,
@@ -39,7 +39,7 @@ from rayflow.serving.llm import health_reply
 MAX_ITEMS = 64
 
 
-class EvaluatorAppArgs(Config):
+class EvaluatorAppArgs(AppArgs):
     """The evaluator application: the extraction/checking LLM, the NLI classifier, checking settings, limits."""
 
     llm: LLMServerConfig = LLMServerConfig(

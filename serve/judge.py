@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 
-from rayflow.config import Config
+from rayflow.config import AppArgs
 from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, judge
 from rayflow.eval.safety.metaeval import (
     PROMPT_VERSION,
@@ -34,7 +34,7 @@ from rayflow.serving.llm import DeploymentBackend, health_reply
 from rayflow.serving.openai_api import add_openai_routes
 
 
-class JudgeAppArgs(Config):
+class JudgeAppArgs(AppArgs):
     """The judge application: its model, decoding, limits and replica sizes."""
 
     llm: LLMServerConfig = LLMServerConfig()

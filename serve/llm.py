@@ -5,11 +5,11 @@ or the `llm` application of `serve/config.yaml`."""
 # pydantic model only when the annotation is the class itself, not a string.
 from ray.serve import Application
 
-from rayflow.config import Config
+from rayflow.config import AppArgs
 from rayflow.serving import LLMServer, LLMServerConfig, OpenAIServer, ReplicaOptions
 
 
-class LLMAppArgs(Config):
+class LLMAppArgs(AppArgs):
     llm: LLMServerConfig = LLMServerConfig()
     llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
     ingress_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
