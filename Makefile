@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONDONTWRITEBYTECODE ?= 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo tour test bench clean
 
 setup: $(STAMP)
 	@# The assistant's web-page test drives a headless Chromium (Debian's package) through Playwright.
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 
 demo: setup
 	bash cluster/demo.sh
+
+# Every shipped config submitted with `ray job submit`, in lifecycle order, with short smoke settings.
+tour: setup
+	$(PY) cluster/tour.py
 
 test: setup
 	$(PY) -m pytest

@@ -1,13 +1,11 @@
-"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): every shipped preference config (learning
-through the DPO workflow with its summary and curves, the variants, WSPO's stages), kill-and-resume with ZeRO-3
+"""Training on a real local Ray cluster with DeepSpeed (CPU, gloo): DPO learning through the workflow with its
+summary and curves (the other preference configs are submitted in tests/test_tour.py), kill-and-resume with ZeRO-3
 and the HF export, the job shells' input checks."""
 
 import json
-import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cloudpickle
@@ -20,12 +18,10 @@ from rayflow.llm import (
     EngineConfig,
     SamplingParams,
     build_engine,
-    build_tiny_model,
     load_tokenizer,
-    train_tokenizer,
 )
 from rayflow.train.loop import fit, shard_indices
-from rayflow.train.preference import PreferenceConfig, run, run_preference
+from rayflow.train.preference import PreferenceConfig, run
 from rayflow.train.preference_data import load_splits
 from rayflow.train.sft import SFTConfig, SFTTask
 from tests.conftest import REPO
@@ -67,50 +63,17 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-
-VARIANTS = ["train_ipo", "train_robust", "train_posterior", "train_likelihood", "train_stronger_reference"]
-
-
 @pytest.mark.slow
-def test_shipped_preference_configs_train_side_by_side(ray_session, tiny_models, pref_data, tmp_path):
-    """Every shipped preference config, as runs side by side on half a CPU per worker (a short run's time is
-    mostly start-up waits, which overlap): DPO through the workflow learns on 2 workers with ZeRO-2, the five
-    DPO variants train a few steps on one worker, WSPO runs every stage of its pipeline."""
-    # The stronger reference is another family with its own tokenizer (the shipped config pre-trains
-    # tiny:small@100, a minute of CPU): only its per-sequence sums enter the loss.
-    other_family = build_tiny_model(
-        tmp_path / "qwen2-ref", size="small", arch="qwen2", seed=5, tokenizer=train_tokenizer(vocab_size=512)
-    )
-    half = ("train.cpus_per_worker=0.5", "precompute.cpus_per_actor=0.5")
+def test_dpo_learns_through_the_workflow(ray_session, tiny_models, pref_data, tmp_path):
+    """DPO through the workflow learns on 2 workers with ZeRO-2. The other shipped preference configs, WSPO's
+    stages included, are submitted as jobs in tests/test_tour.py."""
     dpo = preference_config(
-        "train_dpo", tmp_path, pref_data, f"model={tiny_models['tiny']}", *half,
+        "train_dpo", tmp_path, pref_data, f"model={tiny_models['tiny']}",
         "train.max_steps=24", "train.eval_every=6", "train.checkpoint_every=0", "train.lr=1e-3",
         "train.ray_reports=with_checkpoints",  # history and TensorBoard still get every step
     )  # fmt: skip
-    wspo = preference_config(
-        "train_wspo", tmp_path, pref_data, f"model={tiny_models['small']}", *half,
-        f"wspo.weak_base={tiny_models['tiny']}", f"wspo.weak_sft_data={pref_data['sft']}",
-        "wspo.weak_sft_train.max_steps=2", "wspo.weak_dpo_train.max_steps=3", "wspo.weak_dpo_train.lr=5e-3",
-        "wspo.weak_sft_train.cpus_per_worker=0.5", "wspo.weak_dpo_train.cpus_per_worker=0.5",
-        "train.max_steps=3", "train.eval_every=0", "train.checkpoint_every=0",
-        *(f"{t}.ray_reports=with_checkpoints" for t in ("train", "wspo.weak_sft_train", "wspo.weak_dpo_train")),
-    )  # fmt: skip
-    short = ("train.max_steps=2", "train.num_workers=1", "train.eval_every=0", "train.checkpoint_every=0")
-    stronger = {"train_stronger_reference": [f"reference.model={other_family}"]}
-    variants = [
-        preference_config(
-            name, tmp_path, pref_data, f"model={tiny_models['tiny']}", *half, *short, *stronger.get(name, [])
-        )
-        for name in VARIANTS
-    ]
     assert dpo.train.num_workers == 2 and dpo.train.zero_stage == 2
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        dpo_result, wspo_stats = pool.submit(run, dpo), pool.submit(run_preference, wspo)
-        variant_stats = dict(zip(VARIANTS, pool.map(run_preference, variants)))
-        dpo_result, wspo_stats = dpo_result.result(), wspo_stats.result()
-    check_dpo_learned(dpo, dpo_result)
-    check_wspo_stages(wspo, wspo_stats)
-    check_variants(variants, variant_stats)
+    check_dpo_learned(dpo, run(dpo))
 
 
 def check_dpo_learned(cfg: PreferenceConfig, result) -> None:
@@ -140,46 +103,6 @@ def check_dpo_learned(cfg: PreferenceConfig, result) -> None:
     engine = build_engine(EngineConfig(backend="hf", model=str(out / "model"), dtype="float32"))
     gen = engine.generate(["Tell me what Ivy did at the market."], SamplingParams(max_tokens=2))[0]
     assert gen.text.startswith("Sure")
-
-
-def check_wspo_stages(cfg: PreferenceConfig, stats: dict) -> None:
-    out = Path(cfg.output_dir)
-    for stage in ("weak_sft", "weak_aligned"):
-        assert (out / stage / "model" / "model.safetensors").exists()
-        assert stats["stages"][stage]["final_metrics"]["step"] == (2 if stage == "weak_sft" else 3)
-        assert json.loads((out / stage / "summary.json").read_text())["model_dir"] == str(out / stage / "model")
-    assert stats["weak_models"]["weak_reference"] == str(out / "weak_sft" / "model")
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    # At initialisation Δs = 0, so the loss is the weak shift alone: positive once the weak DPO moved the model.
-    assert history[0]["wspo/delta_strong"] == pytest.approx(0.0, abs=1e-4)
-    assert abs(history[0]["wspo/delta_weak"]) > 0 and history[0]["loss"] > 0
-    assert "eval/wspo/scaled_gap" in history[-1]
-    assert AutoModelForCausalLM.from_pretrained(out / "model").config.num_hidden_layers == 4  # the strong one
-
-
-def check_variants(cfgs: list[PreferenceConfig], results: dict[str, dict]) -> None:
-    for name, stats in results.items():
-        final = stats["final_metrics"]
-        assert final["step"] == 2 and torch.isfinite(torch.tensor(final["loss"])), name
-        assert "eval/rewards/accuracies" in final, name
-        assert (Path(stats["model_dir"]) / "model.safetensors").is_file(), name
-    assert results["train_posterior"]["reference"]["cache"] is None  # nothing to score
-    for name in ("train_ipo", "train_robust", "train_likelihood", "train_stronger_reference"):
-        assert Path(results[name]["reference"]["cache"]).is_dir(), name
-    # The policy's own model as reference: same cache entry for ipo and robust; likelihood scores without the
-    # prompt, and the other family with its own tokens: entries of their own.
-    caches = {name: results[name]["reference"]["cache"] for name in results if name != "train_posterior"}
-    assert caches["train_ipo"] == caches["train_robust"]
-    assert len({caches["train_ipo"], caches["train_likelihood"], caches["train_stronger_reference"]}) == 3
-    # At step 1 the policy is its own reference in ipo/robust (h = 0), but not under the other references.
-    first = {
-        name: json.loads((Path(cfg.output_dir) / "history.jsonl").read_text().splitlines()[0])
-        for name, cfg in zip(VARIANTS, cfgs)
-    }
-    assert first["train_ipo"]["h"] == pytest.approx(0.0, abs=1e-3)
-    assert first["train_ipo"]["loss"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-3)  # (0 - 1/(2β))²
-    assert first["train_robust"]["loss"] == pytest.approx(math.log(2), abs=1e-3)
-    assert abs(first["train_stronger_reference"]["h"]) > 1e-2
 
 
 class CrashOnce(SFTTask):
