@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from rayflow.eval.safety import build_prompt, parse_judgement
 from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, SafetyJudge, sampling_for
+from rayflow.eval.safety.protocols import get_protocol
 from rayflow.eval.safety.protocols.llamaguard import p_unsafe
 from rayflow.llm import EngineConfig, Generation, TokenLogprob, build_engine
 
@@ -59,8 +60,9 @@ def test_results_follow_the_model_output_in_order(judge, engine):
         )
         assert result.judge_model == "tiny" and result.prompt_version == f"{request.scheme}/v1"
         assert result.latency_ms > 0 and result.error is None
-    assert 0.0 <= results[2].p_unsafe <= 1.0  # llamaguard reads log-probs
-    assert all(r.p_unsafe is None for i, r in enumerate(results) if i != 2)
+        p = get_protocol(request.scheme).p_unsafe(expected)  # read at the verdict token, every scheme
+        assert result.p_unsafe == (None if p is None else pytest.approx(p, abs=1e-4))
+    assert 0.0 <= results[2].p_unsafe <= 1.0  # llamaguard's first token always carries a score
 
 
 def test_label_mode_stops_at_the_verdict():

@@ -65,6 +65,7 @@ def test_empty_aiu_lists_score_zero():
     assert aggregate([]) == {
         "macro": {"P": 0.0, "R": 0.0, "F1": 0.0},
         "micro": {"P": 0.0, "R": 0.0, "F1": 0.0},
+        "truncated": {"precision": 0, "recall": 0},
     }
     assert aggregate([empty])["micro"] == {"P": 0.0, "R": 0.0, "F1": 0.0}
 

@@ -169,29 +169,27 @@ def test_shieldlm_rules_are_numbered_and_only_shieldlm_takes_them():
         build_prompt("llamaguard", "q", "r", rules=["x"])
 
 
-def test_native_formats():
-    convo = build_prompt("llamaguard", "q", "r", native=True)
-    assert convo == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]
-    raw = build_prompt("wildguard", "q", "r", native=True)
-    assert isinstance(raw, str) and raw.endswith("Answers: [/INST]\n<|assistant|>\n")
+def test_native_formats_are_raw_strings():
+    # each is compared with its released model's official string in test_safety_reference.py
+    for scheme in SCHEMES:
+        assert isinstance(build_prompt(scheme, "q", "r", native=True), str)
+    assert build_prompt("wildguard", "q", "r", native=True).endswith("Answers: [/INST]\n<|assistant|>\n")
 
 
 # Editing a prompt changes what a judge score means: bump the protocol's version and update its fingerprint.
+# (rayflow's own prompts; native ones are pinned to their official strings in test_safety_reference.py)
 FINGERPRINTS = {
-    "safetyj/v1": "5766c983e4ff",
-    "shieldlm/v1": "cae737b09eac",
-    "llamaguard/v1": "98daa7a151a5",
-    "wildguard/v1": "f0a9ce59cbc8",
+    "safetyj/v1": "c05fd9876866",
+    "shieldlm/v1": "829587d0c072",
+    "llamaguard/v1": "baa71dbafc4b",
+    "wildguard/v1": "e1b444d502f9",
 }
 
 
 def fingerprint(scheme: str) -> str:
     prompts = [
-        build_prompt(
-            scheme, "{q}", "{r}", lang, rules=["{rule}"] if scheme == "shieldlm" else (), native=native
-        )
+        build_prompt(scheme, "{q}", "{r}", lang, rules=["{rule}"] if scheme == "shieldlm" else ())
         for lang in ("en", "zh")
-        for native in (False, True)
     ]
     return hashlib.sha256(json.dumps(prompts, ensure_ascii=False).encode()).hexdigest()[:12]
 

@@ -1,10 +1,15 @@
 """Judge (query, response) pairs under any protocol: request and result schemas, and the judging itself.
 
 `judge(requests, generate, config)` builds each request's prompt, generates greedily (requests sharing
-sampling settings go to the model as one batch), parses the output and, for Llama Guard, reads p(unsafe)
-from the first token's log-probs. The same function backs the Serve endpoint (`POST /v1/judge/safety`),
-the label-level evaluation job and critique sampling for judge training. `SafetyJudge` is the synchronous
-form over a local engine.
+sampling settings go to the model as one batch), parses the output and reads p(unsafe) from the log-probs
+of the token where the verdict is written (every scheme; see each protocol's `p_unsafe`). The same function
+backs the Serve endpoint (`POST /v1/judge/safety`), the label-level evaluation job and critique sampling for
+judge training. `SafetyJudge` is the synchronous form over a local engine.
+
+`JudgeConfig.preset` picks defaults for the settings left unset: `rayflow` (rayflow's prompts and parsers,
+label mode stops right after the verdict, 256 tokens for a critique) or `reference` (each released model's
+native prompt, its authors' parser, and their budgets: Safety-J generates 1,024 tokens in its label-level
+evaluation and 4,096 in its critique-level one, and label mode does not stop at the verdict).
 """
 
 from __future__ import annotations
@@ -19,25 +24,55 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rayflow.config import Config
 from rayflow.eval.safety.judgement import Judgement
 from rayflow.eval.safety.llm import Generate, from_engine
-from rayflow.eval.safety.protocols import SCHEMES, build_prompt, get_protocol, llamaguard
+from rayflow.eval.safety.protocols import SCHEMES, get_protocol, prompt_format, prompt_version
 from rayflow.llm import Engine, Generation, PromptRejected, SamplingParams
 
 Scheme = Literal["safetyj", "shieldlm", "llamaguard", "wildguard"]
 assert set(SCHEMES) == set(Scheme.__args__)  # the request schema lists every protocol
 
 
-class JudgeConfig(Config):
-    """How the judge decodes; the prompt itself is fixed by each protocol's version."""
+PRESETS = {
+    "rayflow": {"native_format": False, "parsing": "rayflow", "max_tokens": 256, "label_max_tokens": None},
+    "reference": {
+        "native_format": True,
+        "parsing": "reference",
+        "max_tokens": 4096,
+        "label_max_tokens": 1024,
+    },
+}
 
-    max_tokens: int = Field(
-        256, ge=1, description="new tokens for mode=critique (label mode stops at the verdict)"
+
+class JudgeConfig(Config):
+    """How the judge prompts, decodes and reads. Settings left None take the `preset`'s value (`setting`)."""
+
+    preset: Literal["rayflow", "reference"] = Field(
+        "rayflow", description="rayflow: its prompts/parsers; reference: each released model's own (see docs)"
     )
-    native_format: bool = Field(
-        False,
-        description="llamaguard/wildguard: send the released model's own input format, not an instruction",
+    max_tokens: int | None = Field(
+        None, ge=1, description="new tokens for mode=critique; None = preset's (256 rayflow, 4096 reference)"
     )
-    logprobs: int = Field(20, ge=1, le=20, description="llamaguard: top-k log-probs read for p(unsafe)")
+    label_max_tokens: int | None = Field(
+        None, ge=1,
+        description="mode=label: None = stop right after the verdict; a number = generate that many, no stop",
+    )  # fmt: skip
+    native_format: bool | None = Field(
+        None, description="send each released model's own input, byte for byte; None = preset's"
+    )
+    parsing: Literal["rayflow", "reference"] | None = Field(
+        None, description="reference = read output as the model's authors' code does, quirks included"
+    )
+    shieldlm_base: Literal["qwen", "internlm", "baichuan", "chatglm"] = Field(
+        "qwen", description="shieldlm native prompts: the checkpoint's base model (its chat wrapping)"
+    )
+    logprobs: int = Field(
+        20, ge=1, le=20, description="top-k log-probs read at the verdict token for p_unsafe"
+    )
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy, as judges are run")
+
+    def setting(self, name: str):
+        """A setting's effective value: its own, or the preset's when it is None."""
+        value = getattr(self, name)
+        return PRESETS[self.preset][name] if value is None else value
 
 
 class JudgeRequest(BaseModel):
@@ -61,8 +96,10 @@ class JudgeRequest(BaseModel):
 
 
 class JudgeResult(BaseModel):
-    """The judge's answer. `p_unsafe` is set for llamaguard when the engine returns log-probs; `error` is set
-    (and `label` is unknown) when the engine refused the prompt, e.g. longer than its context."""
+    """The judge's answer. `p_unsafe` is p(unsafe) at the verdict token when the engine returns log-probs and
+    a verdict word is among them; `truncated` is True when the token budget ran out before a readable verdict
+    (a cut-off answer, not a judgement); `error` is set (and `label` is unknown) when the engine refused the
+    prompt, e.g. longer than its context."""
 
     id: str | int | None
     label: str
@@ -76,17 +113,21 @@ class JudgeResult(BaseModel):
     judge_model: str
     prompt_version: str
     latency_ms: float
+    truncated: bool = False
     error: str | None = None
 
 
 def sampling_for(request: JudgeRequest, config: JudgeConfig) -> SamplingParams:
     protocol = get_protocol(request.scheme)
-    label_only = request.mode == "label" or not protocol.has_critique
+    budget = config.setting("label_max_tokens")
+    if request.mode == "label" and budget is None:  # stop right after the verdict
+        max_tokens, stop = protocol.label_max_tokens, protocol.label_stop
+    elif request.mode == "label" or not protocol.has_critique:
+        max_tokens, stop = budget or protocol.label_max_tokens, ()
+    else:
+        max_tokens, stop = config.setting("max_tokens"), ()
     return SamplingParams(
-        temperature=config.temperature,
-        max_tokens=protocol.label_max_tokens if label_only else config.max_tokens,
-        stop=protocol.label_stop if request.mode == "label" else (),
-        logprobs=config.logprobs if request.scheme == "llamaguard" else None,
+        temperature=config.temperature, max_tokens=max_tokens, stop=stop, logprobs=config.logprobs
     )
 
 
@@ -107,43 +148,48 @@ async def judge(
 
     await asyncio.gather(*(run(params, indices) for params, indices in groups.items()))
     latency_ms = round((time.perf_counter() - start) * 1000, 2)
-    return [_result(r, out, judge_model, latency_ms) for r, out in zip(requests, outputs)]
+    return [_result(r, out, config, judge_model, latency_ms) for r, out in zip(requests, outputs)]
+
+
+def _format(request: JudgeRequest, config: JudgeConfig):
+    return prompt_format(config.setting("native_format"), request.mode, config.shieldlm_base)
 
 
 def _prompt(request: JudgeRequest, config: JudgeConfig):
-    return build_prompt(
-        request.scheme,
-        request.query,
-        request.response,
-        request.lang,
-        request.rules or (),
-        config.native_format,
-    )
+    protocol = get_protocol(request.scheme)
+    return protocol.build(request.query, request.response, request.lang, request.rules or [],
+                          _format(request, config))  # fmt: skip
 
 
 def _result(
-    request: JudgeRequest, out: Generation | PromptRejected, judge_model: str, latency_ms: float
+    request: JudgeRequest,
+    out: Generation | PromptRejected,
+    config: JudgeConfig,
+    judge_model: str,
+    latency_ms: float,
 ) -> JudgeResult:
     protocol = get_protocol(request.scheme)
     common = {
         "id": request.id,
         "judge_model": judge_model,
-        "prompt_version": protocol.version,
+        "prompt_version": prompt_version(request.scheme, _format(request, config)),
         "latency_ms": latency_ms,
     }
     if isinstance(out, PromptRejected):
         return JudgeResult(label="unknown", categories=[], critique="", raw_output="", parse_ok=False,
                            error=out.reason, **common)  # fmt: skip
-    parsed: Judgement = protocol.parse(out.text, request.lang)
+    reference = config.setting("parsing") == "reference"
+    parsed: Judgement = (protocol.parse_reference if reference else protocol.parse)(out.text, request.lang)
     return JudgeResult(
         label=parsed.label,
         categories=parsed.categories,
         critique=parsed.critique,
         raw_output=out.text,
         parse_ok=parsed.parse_ok,
-        p_unsafe=llamaguard.p_unsafe(out) if request.scheme == "llamaguard" else None,
+        p_unsafe=protocol.p_unsafe(out),
         harmful_request=parsed.harmful_request,
         response_refusal=parsed.response_refusal,
+        truncated=out.finish_reason == "length" and not parsed.parse_ok,
         **common,
     )
 

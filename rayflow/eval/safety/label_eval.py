@@ -8,7 +8,8 @@ holding either a local engine (`engine`) or a client of a running judge service 
 
 Outputs in `output_dir`: judgements.parquet, errors/errors.parquet, metrics.json (overall and per language:
 accuracy, P/R/F1 with unsafe positive, parse-failure rate, confusion counts), report.md, confusion.png,
-summary.json (row counts), run.json. Only `run` touches Ray.
+summary.json (row counts), run.json. Where the judge gives p(unsafe) at its verdict token, metrics.json and the
+report add PR-AUC and ROC-AUC over the scored rows. Only `run` touches Ray.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ JUDGED_SCHEMA = pa.schema(
         ("critique", pa.string()),
         ("raw_output", pa.string()),
         ("p_unsafe", pa.float64()),
+        ("truncated", pa.bool_()),
         ("prompt_version", pa.string()),
         ("error", pa.string()),
     ]
@@ -156,7 +158,7 @@ class JudgeTask:
         for row, r in zip(rows, results):
             row.update(pred=r.label, parse_ok=r.parse_ok, categories=json.dumps(r.categories),
                        critique=r.critique, raw_output=r.raw_output, p_unsafe=r.p_unsafe,
-                       prompt_version=r.prompt_version, error=r.error)  # fmt: skip
+                       truncated=r.truncated, prompt_version=r.prompt_version, error=r.error)  # fmt: skip
 
     def _ask_endpoint(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
         if self._client is None:
@@ -235,21 +237,28 @@ def write_report(out: Path, cfg: EvalSafetyConfig, report: dict | None, errors: 
     from rayflow.runinfo import write_json
 
     judge_model = cfg.endpoint or cfg.engine.model
+    settings = {"preset": cfg.judge.preset, "native_format": cfg.judge.setting("native_format"),
+                "parsing": cfg.judge.setting("parsing")}  # fmt: skip
     write_json(
         out / "metrics.json",
-        {"scheme": cfg.scheme, "mode": cfg.mode, "judge": judge_model, "metrics": report},
+        {"scheme": cfg.scheme, "mode": cfg.mode, "judge": judge_model, **settings, "metrics": report},
     )
     lines = [f"# Safety judge evaluation: {cfg.scheme} ({cfg.mode} mode)", "",
              (f"Judge: `{judge_model}`. Data: `{cfg.input}`. Unsafe is the positive class; unreadable and "
-             "controversial verdicts count as unsafe."), ""]  # fmt: skip
+             "controversial verdicts count as unsafe. Prompts and parsing: "
+             f"`{cfg.judge.preset}` preset (native prompts: {cfg.judge.setting('native_format')}, parsing: "
+             f"{cfg.judge.setting('parsing')}). PR-AUC and ROC-AUC rank rows by p(unsafe) at the verdict "
+             "token, over the rows that have one (scored)."), ""]  # fmt: skip
     if report is not None:
         lines += [
-            "| split | n | accuracy | precision | recall | F1 | parse failures |",
-            "|---|---|---|---|---|---|---|",
+            "| split | n | accuracy | precision | recall | F1 | parse failures | truncated | scored | PR-AUC | ROC-AUC |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, m in [("overall", report["overall"]), *report["by_lang"].items()]:
+            aucs = " | ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("pr_auc", "roc_auc"))
             lines.append(f"| {name} | {m['n']} | {m['accuracy']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                         f"{m['f1']:.3f} | {m['parse_failure_rate']:.1%} |")  # fmt: skip
+                         f"{m['f1']:.3f} | {m['parse_failure_rate']:.1%} | {m['truncated']} | {m['scored']} | "
+                         f"{aucs} |")  # fmt: skip
         _plot_confusion(out / "confusion.png", report)
         lines += ["", "![confusion matrices](confusion.png)"]
     lines += ["", f"{len(errors)} rows could not be judged (see errors/errors.parquet)."]

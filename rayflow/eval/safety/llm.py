@@ -19,7 +19,9 @@ Generate = Callable[[Sequence[Prompt], SamplingParams], Awaitable[list[Generatio
 def from_engine(engine: Engine) -> Generate:
     """A `Generate` over a local engine: one `engine.generate` call per batch, in the caller's thread."""
 
-    async def generate(prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation | PromptRejected]:
+    async def generate(
+        prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Generation | PromptRejected]:
         return engine.generate(list(prompts), params) if prompts else []
 
     return generate
