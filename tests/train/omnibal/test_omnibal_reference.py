@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,25 @@ def test_jsonl_source_reaches_the_index(tmp_path):
     assert errors == [{"source": str(path), "line": 3, "reason": "field 'source' must be a string"}]
     index.save(tmp_path / "i.npz")
     assert LengthIndex.load(tmp_path / "i.npz").source.tolist() == ["captions", ""]
+
+
+def test_training_plan_with_the_reference_q_search_per_source():
+    from rayflow.config import load_config
+    from rayflow.llm import EngineConfig, load_tokenizer, resolve_model_path
+    from rayflow.train.omnibal.train import TrainVLMConfig, load_samples, plan_run
+
+    cfg = load_config(
+        TrainVLMConfig,
+        Path(__file__).resolve().parents[3] / "configs" / "train_vlm_zero.yaml",
+        ["q_search=linear", "balance.multi_group=true", "balance.dealing=random"],
+    )
+    tokenizer = load_tokenizer(EngineConfig(model=resolve_model_path(cfg.tokenizer)))
+    index, _, _ = load_samples(cfg, tokenizer, cfg.vlm_config(tokenizer))
+    source = np.where(index.tok > np.median(index.tok), "long", "short")
+    index = LengthIndex(index.ids, index.vit, index.tok, source)
+    plan = plan_run(cfg, index, cfg.vlm_config(tokenizer))
+    found = plan.report["q_search"]
+    assert found["method"] == "linear" and set(found["by_source"]) == {"long", "short"}
+    for name, isf in found["by_source"].items():
+        assert plan.balance.isf_by_source[name].q_t == isf["q_t"] and isf["llm_thresh"] == isf["q_t"] - 128
+    assert plan.report["balance"]["definitions"]["dist_llm"].startswith("reference")
