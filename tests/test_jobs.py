@@ -203,17 +203,20 @@ def test_bad_command_lines_are_one_line_errors(runs):
 
 # Which job reads each shipped config; a new file in configs/ must be added here.
 CONFIG_JOBS = {
+    "agent_eval": "agent_eval.py",
     "build_index": "build_index.py",
     "decontaminate": "decontaminate.py",
     "eval_conflicts": "eval_conflicts.py",
     "eval_rag": "eval_rag.py",
     "eval_safety": "eval_safety.py",
+    "eval_safety_reference": "eval_safety.py",
     "generate": "generate.py",
     "make_conflicts": "make_conflicts.py",
     "prox_refine": "prox_refine.py",
     "prox_refine_lm": "prox_refine.py",
     "sweep_beta": "sweep_beta.py",
     "sweep_beta_full": "sweep_beta.py",
+    "train_agent_policy": "train_agent_policy.py",
     "train_dpo": "train_preference.py",
     "train_ipo": "train_preference.py",
     "train_judge": "train_judge.py",
