@@ -71,10 +71,7 @@ class AgentEvalConfig(Config):
     stage: StageConfig = Field(StageConfig(batch_size=1), description="the session actors (sessions per batch)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> AgentEvalConfig:
-        given = [k for k in ("benchmark", "documents", "qa") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError(f"benchmark: give exactly one of benchmark, documents, qa (given: {given or 'none'})")
+    def _named_targets(self) -> AgentEvalConfig:
         names = [t.name for t in self.targets]
         if len(set(names)) != len(names) or not names:
             raise ValueError("targets: give at least one target, each with its own name")
@@ -85,7 +82,10 @@ class AgentEvalConfig(Config):
 
 
 def check(cfg: AgentEvalConfig) -> None:
-    """Inputs, the policy file and local models exist."""
+    """One benchmark source is given; inputs, the policy file and local models exist."""
+    given = [k for k in ("benchmark", "documents", "qa") if getattr(cfg, k)]
+    if len(given) != 1:
+        raise InputError(f"benchmark: give exactly one of benchmark, documents, qa (given: {', '.join(given) or 'none'})")
     for key in ("benchmark", "documents", "qa"):
         require_path(getattr(cfg, key), key)
     if cfg.policy == "learned":
