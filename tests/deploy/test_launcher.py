@@ -3,11 +3,13 @@ copy the local .venv, run Ray's image of the pinned Ray on a pinned current mach
 as cluster/Dockerfile does."""
 
 import copy
+import json
 import re
 import shlex
 from importlib import metadata
 from pathlib import Path
 
+import jsonschema
 import pytest
 import ray
 import yaml
@@ -31,8 +33,10 @@ def _pip_lines(text):
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_launcher_config_passes_rays_schema_and_preparation(name):
     config = _load(name)
-    validate_config(config)  # Ray's ray-schema.json
-    prepared = prepare_config(copy.deepcopy(config))  # what `ray up` runs before anything starts
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)  # the file as written
+    prepared = prepare_config(copy.deepcopy(config))  # what `ray up` runs before anything starts ...
+    validate_config(prepared)  # ... and checks next
     assert prepared["head_node_type"] in prepared["available_node_types"]
     assert all("max_workers" in t for t in prepared["available_node_types"].values())
     assert prepared["docker"]["image"] == f"rayproject/ray:{metadata.version('ray')}-py311" + ("-gpu" if "gpu" in name else "")  # fmt: skip
