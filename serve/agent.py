@@ -222,10 +222,15 @@ class AgentServer:
         return await build_items(retriever, topics or topics_of(documents), self.generate, self.args.build)
 
     async def _run(self, session_id: str, spec: dict) -> None:
+        """Run the session to its end; whatever stops it is recorded on it, never raised into the replica."""
         target = spec["target"]
-        engine = build_engine(EngineConfig(backend="openai", model=target["model"], base_url=target["base_url"],
-                                           api_key_env=target["api_key_env"] or "OPENAI_API_KEY"))  # fmt: skip
-        policy = make_policy(spec["policy"], self.args.policy_path)
+        try:
+            engine = build_engine(EngineConfig(backend="openai", model=target["model"], base_url=target["base_url"],
+                                               api_key_env=target["api_key_env"] or "OPENAI_API_KEY"))  # fmt: skip
+            policy = make_policy(spec["policy"], self.args.policy_path)
+        except Exception as err:  # noqa: BLE001 - a bad target or policy file fails this session alone
+            self.store.set_status(session_id, "error", error=f"{type(err).__name__}: {err}")
+            return
         try:
             await run_session(self.store, session_id, threaded(engine), self.generate, policy, self.args.session)
         finally:
