@@ -32,7 +32,7 @@ from rayflow.agent import BenchmarkConfig, Item, SessionConfig, SessionStore, ma
 from rayflow.agent.benchmark import build_items, items_from_records, topics_of
 from rayflow.agent.report import target_report
 from rayflow.agent.session import threaded
-from rayflow.config import Config
+from rayflow.config import AppArgs
 from rayflow.llm import EngineConfig, build_engine
 from rayflow.retrieval import Document, Embedder, IndexConfig, Retriever
 from rayflow.serving import HTTPConfig, LLMServer, LLMServerConfig, ReplicaOptions, from_deployment
@@ -42,7 +42,7 @@ from rayflow.serving.llm import health_reply
 log = logging.getLogger(__name__)
 
 
-class AgentAppArgs(Config):
+class AgentAppArgs(AppArgs):
     """The agent application: its model (examiner and grader), benchmark building, sessions, limits."""
 
     llm: LLMServerConfig = LLMServerConfig(
