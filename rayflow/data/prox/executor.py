@@ -1,9 +1,16 @@
 """Run ProX programs on documents, with the reference executor's semantics and decision rule.
 
-Doc level (`execute_doc_program`): the document is dropped exactly when the program holds a valid
+Two readings (`ExecutorConfig.semantics`):
+
+* `strict` (the default): programs are read with `ast` (`parser`), only valid keyword calls count, any
+  characters may appear inside strings;
+* `reference`: ProX's own executor, re-stated in `reference` (string splitting, keyword names never read,
+  "drop" anywhere drops a document), so a corpus refined with ProX's released refiners gets ProX's decisions.
+
+Doc level (`execute_doc_program`), strict: the document is dropped exactly when the program holds a valid
 `drop_doc()` call. An empty or unreadable program keeps the document (`DocResult.parse_failed`).
 
-Chunk level (`execute_chunk_program`), as ProX's `execute_meta_operations`:
+Chunk level (`execute_chunk_program`), strict, as ProX's `execute_meta_operations`:
 
 1. every `normalize` is applied, in program order, to the whole text (`str.replace`, all occurrences);
 2. the `remove_lines` intervals (0-based, inclusive, line numbers of the original split on `\\n`) are removed;
@@ -14,7 +21,7 @@ Chunk level (`execute_chunk_program`), as ProX's `execute_meta_operations`:
    otherwise `min_words` words or fewer left -> dropped (`"min_words"`);
    otherwise fewer than `max_error_ops` errors -> the refined text;
    otherwise -> the original text (`fallback`: the program is not trusted).
-   A document with no words is dropped as `"empty"` (the reference divides by zero).
+   A document with no words is dropped as `"empty"` (the reference divides by zero), in both readings.
 
 Two reference quirks are kept on purpose, since refined corpora must match: `normalize(source_str=" ")`
 (one argument) deletes every space, while the two-argument form never replaces `""` or `" "`.
@@ -22,17 +29,27 @@ Two reference quirks are kept on purpose, since refined corpora must match: `nor
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Literal, NamedTuple
 
 from pydantic import Field
 
 from rayflow.config import Config
-from rayflow.data.prox.parser import FUNCTIONS_CHUNK, FUNCTIONS_DOC, parse_program
+from rayflow.data.prox.parser import FUNCTIONS_CHUNK, FUNCTIONS_DOC, parse_program, read_program
+from rayflow.data.prox.reference import reference_decision, reference_doc_keep, reference_operations
+
+Semantics = Literal["strict", "reference"]
 
 
 class ExecutorConfig(Config):
-    """The chunk-level decision rule; the defaults are the reference's (threshold_1, threshold_2, error_op)."""
+    """How programs are read, and the chunk-level decision rule; the thresholds' defaults are the reference's
+    (threshold_1, threshold_2, error_op)."""
 
+    semantics: Semantics = Field(
+        "strict",
+        description="strict: ast reading, only valid calls count; reference: ProX's string reading and "
+        "decisions ('drop' anywhere drops a document, keyword names ignored)",
+    )
     keep_ratio_floor: float = Field(0.0, ge=0.0, le=1.0, description="threshold_1: min words kept ratio")
     removal_ceiling: float = Field(
         0.95, ge=0.0, le=1.0, description="threshold_2: drop when more than this fraction of words is removed"
@@ -44,6 +61,7 @@ class ExecutorConfig(Config):
 
 
 DEFAULT_EXECUTOR = ExecutorConfig()
+_START = itemgetter(0)
 
 
 class DocResult(NamedTuple):
@@ -72,22 +90,27 @@ class ChunkResult(NamedTuple):
     normalizations: tuple[tuple[str, str], ...] = ()  # (source, target) that changed the text, in order
 
 
-def execute_doc_program(program: str) -> DocResult:
-    """Decide whether a document stays, from its doc-level program."""
+def execute_doc_program(program: str, config: ExecutorConfig = DEFAULT_EXECUTOR) -> DocResult:
+    """Decide whether a document stays, from its doc-level program (calls and errors are counted by the
+    strict reading in both modes)."""
     parsed = parse_program(program, FUNCTIONS_DOC)
-    drop = any(op[0] == "drop_doc" for op in parsed.ops)
-    return DocResult(not drop, len(parsed.ops), parsed.n_error_ops, parsed.n_unknown_calls)
+    if config.semantics == "reference":
+        keep = reference_doc_keep(program)
+    else:
+        keep = not any(op[0] == "drop_doc" for op in parsed.ops)
+    return DocResult(keep, len(parsed.ops), parsed.n_error_ops, parsed.n_unknown_calls)
 
 
 def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFAULT_EXECUTOR) -> ChunkResult:
     """Refine `text` with `program`: the chunk programs of one document, joined by newlines."""
-    parsed = parse_program(program, FUNCTIONS_CHUNK)
-    n_error = parsed.n_error_ops
+    if config.semantics == "reference":
+        return _reference_chunk(text, program, config)
+    ops, n_error, n_unknown = read_program(program, FUNCTIONS_CHUNK)
     normalized = text
     applied: list[tuple[str, str]] = []
     intervals: list[tuple[int, int]] = []
     remove_all = False
-    for name, a, b in parsed.ops:
+    for name, a, b in ops:
         if name == "remove_lines":
             if a is None:
                 remove_all = True
@@ -101,28 +124,39 @@ def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFA
                 applied.append((a, b or ""))
 
     words_in = len(text.split())
-    # Words never span lines, so words out = words of the normalised text - words of the removed lines; this
-    # counts only the (usually few) removed lines, and the refined text is joined only if it is returned.
-    words_out = words_in if normalized is text else len(normalized.split())
-    lines_removed = 0
-    spans: list[tuple[int, int]] = []
-    if intervals or remove_all:
+    n_calls, applied = len(ops), tuple(applied)
+    if words_in == 0:
+        return ChunkResult("", False, n_error, "empty", False, 0, 0, n_calls, n_unknown, 0, applied)
+    processed = normalized
+    if remove_all:
+        # Every line goes: only the line count is needed (normalize never adds or removes a line break).
+        n_lines = normalized.count("\n") + 1
+        if intervals:
+            n_error += _merge_and_clip(intervals, n_lines)[0]
+        lines_removed, words_out, processed = n_lines, 0, ""
+    elif intervals:
         lines = normalized.split("\n")
-        n_lines = len(lines)
-        errors, spans = _merge_and_clip(intervals, n_lines)
+        errors, spans = _merge_and_clip(intervals, len(lines))
         n_error += errors
-        if remove_all:
-            spans, lines_removed, words_out = [(0, n_lines - 1)], n_lines, 0
+        lines_removed = 0
+        if normalized is text:
+            # Words never span lines, so words out = words in - words of the removed lines (usually few);
+            # the refined text is joined only if it is returned.
+            removed: list[str] = []
+            for start, end in spans:
+                lines_removed += end - start + 1
+                removed.extend(lines[start : end + 1])
+            words_out = words_in - len(" ".join(removed).split())
+            processed = None
         else:
             for start, end in spans:
                 lines_removed += end - start + 1
-                words_out -= len(" ".join(lines[start : end + 1]).split())
+            processed = _without(lines, spans)
+            words_out = len(processed.split())
+    else:
+        lines_removed = 0
+        words_out = words_in if normalized is text else len(normalized.split())
 
-    n_calls, n_unknown, applied = len(parsed.ops), parsed.n_unknown_calls, tuple(applied)
-    if words_in == 0:
-        return ChunkResult(
-            "", False, n_error, "empty", False, 0, 0, n_calls, n_unknown, lines_removed, applied
-        )
     ratio = words_out / words_in
     trusted = n_error < config.max_error_ops
     if ratio <= 1 - config.removal_ceiling and trusted:
@@ -134,7 +168,8 @@ def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFA
             "", False, n_error, "min_words", False, words_in, 0, n_calls, n_unknown, lines_removed, applied
         )
     if ratio >= config.keep_ratio_floor and trusted:
-        processed = _without(lines, spans) if lines_removed else normalized
+        if processed is None:
+            processed = _without(lines, spans)
         return ChunkResult(
             processed,
             True,
@@ -153,24 +188,48 @@ def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFA
     )
 
 
+def _reference_chunk(text: str, program: str, config: ExecutorConfig) -> ChunkResult:
+    """ProX's `execute_meta_operations`, with its figures; a text with no words is dropped as "empty"."""
+    run = reference_operations(text, program)
+    calls = (run.n_ops, 0, run.lines_removed, run.normalizations)
+    if not text or text.isspace():
+        return ChunkResult("", False, run.n_error_ops, "empty", False, 0, 0, *calls)
+    out, reason, fallback, words_in, words_out = reference_decision(
+        text, run, config.keep_ratio_floor, config.removal_ceiling, config.max_error_ops
+    )
+    return ChunkResult(
+        out,
+        reason is None,
+        run.n_error_ops,
+        reason,
+        fallback,
+        words_in,
+        words_out if reason is None else 0,
+        *calls,
+    )
+
+
 def _merge_and_clip(intervals: list[tuple[int, int]], n_lines: int) -> tuple[int, list[tuple[int, int]]]:
     """`(error ops, spans)`: intervals merged as the reference merges them (touching ones too), each one that
     starts or ends past the last line an error op; spans = the merged intervals clipped to the document, sorted,
     disjoint (their lines are exactly the lines the intervals name)."""
+    if len(intervals) > 1:
+        # By start only, stable: ties keep program order, which decides how inverted intervals merge.
+        intervals = sorted(intervals, key=_START)
     errors = 0
-    merged: list[list[int]] = []
-    for start, end in sorted(intervals, key=_start):  # by start only, stable: ties keep program order
-        if merged and start <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
     spans = []
-    for start, end in merged:
-        if start >= n_lines or end >= n_lines:
+    last = n_lines - 1
+    start, end = intervals[0]
+    for next_start, next_end in (*intervals[1:], (None, None)):
+        if next_start is not None and next_start <= end + 1:
+            end = max(end, next_end)
+            continue
+        if start > last or end > last:
             errors += 1
-        start, end = max(start, 0), min(end, n_lines - 1)
-        if start <= end:
-            spans.append((start, end))
+        clipped_start, clipped_end = max(start, 0), min(end, last)
+        if clipped_start <= clipped_end:
+            spans.append((clipped_start, clipped_end))
+        start, end = next_start, next_end
     return errors, spans
 
 
@@ -182,7 +241,3 @@ def _without(lines: list[str], spans: list[tuple[int, int]]) -> str:
         at = end + 1
     kept.extend(lines[at:])
     return "\n".join(kept)
-
-
-def _start(interval: tuple[int, int]) -> int:
-    return interval[0]

@@ -69,6 +69,8 @@ PROX_FIELDS = {
     "chunk_prompt_tokens": pa.int64(),
     "doc_s": pa.float64(),
     "chunk_s": pa.float64(),
+    "doc_semantics_differs": pa.bool_(),
+    "chunk_semantics_differs": pa.bool_(),
 }
 ERROR_SCHEMA = pa.schema(
     [
@@ -314,8 +316,19 @@ def compute_stats(output: Output) -> dict[str, Any]:
             "chunk_prompt_tokens",
         ):
             n[key] += sum(f[key])
-        for key in ("fallback", "doc_parse_failed", "chunk_parse_failed", "doc_truncated", "chunk_truncated"):
+        for key in (
+            "fallback",
+            "doc_parse_failed",
+            "chunk_parse_failed",
+            "doc_truncated",
+            "chunk_truncated",
+            "doc_semantics_differs",
+            "chunk_semantics_differs",
+        ):
             n[key] += sum(f[key])
+        n["semantics_differs"] += sum(
+            a or b for a, b in zip(f["doc_semantics_differs"], f["chunk_semantics_differs"])
+        )
         n["doc_s"] += sum(f["doc_s"])
         n["chunk_s"] += sum(f["chunk_s"])
         n["chunk_programs"] += sum(r != "doc" for r in table.column("drop_reason").to_pylist())
@@ -373,6 +386,13 @@ def compute_stats(output: Output) -> dict[str, Any]:
             if n["tokens_counted"]
             else None,
             "prompt_tokens_per_actor_s": _ratio(n["chunk_prompt_tokens"], n["chunk_s"]),
+        },
+        "semantics": {
+            "documents_decided_differently": n["semantics_differs"],
+            "doc_level": n["doc_semantics_differs"],
+            "chunk_level": n["chunk_semantics_differs"],
+            "definition": "refined documents the other executor semantics (strict <-> reference) decides "
+            "differently: doc level a different keep/drop, chunk level a different output text",
         },
     }
 

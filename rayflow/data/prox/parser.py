@@ -36,7 +36,7 @@ import io
 import re
 import tokenize
 import warnings
-from dataclasses import dataclass
+from typing import NamedTuple
 
 FUNCTIONS_DOC = frozenset({"drop_doc", "keep_doc"})
 FUNCTIONS_CHUNK = frozenset({"remove_lines", "normalize", "keep_chunk", "untouch_doc"})
@@ -53,8 +53,7 @@ differently, see the executor). Other functions: `a = b = None`.
 """
 
 
-@dataclass(frozen=True)
-class ParsedProgram:
+class ParsedProgram(NamedTuple):
     ops: tuple[Op, ...]
     n_error_ops: int
     n_unknown_calls: int
@@ -72,12 +71,31 @@ _NORMALIZE = (
     rf"normalize\({_WS}source_str{_WS}={_WS}\"({_PLAIN}*)\"{_WS}"
     rf"(,{_WS}target_str{_WS}={_WS}\"({_PLAIN}*)\"{_WS})?\)"
 )
+_REMOVE_ALL = rf"remove_lines\({_WS}all{_WS}={_WS}True{_WS}\)"
 # One regex per level reads a well-formed line in one C call. Groups (chunk): 1-2 remove_lines start/end,
 # 3 source_str, 4 the target_str part (it encloses 5, target_str, so it closes last), 6 a no-op function's
-# name; (doc) 1 the function's name. The last group to close (`lastindex`) tells the alternatives apart.
+# name; (doc) 1 the function's name. The last group to close (`lastindex`) tells the alternatives apart, and
+# `remove_lines(all=True)` is the one alternative with no group (`lastindex` None).
 _FAST = {
-    FUNCTIONS_CHUNK: re.compile(rf"(?:{_REMOVE}|{_NORMALIZE}|(keep_chunk|untouch_doc)\({_WS}\)){_TAIL}"),
+    FUNCTIONS_CHUNK: re.compile(
+        rf"(?:{_REMOVE}|{_REMOVE_ALL}|{_NORMALIZE}|(keep_chunk|untouch_doc)\({_WS}\)){_TAIL}"
+    ),
     FUNCTIONS_DOC: re.compile(rf"(drop_doc|keep_doc)\({_WS}\){_TAIL}"),
+}
+# The same calls read for a whole program in one `findall`, one tuple per line (`re.M`): the fast alternatives
+# above, a comment line, or anything else (the last group), which goes through the line-by-line reading. String
+# groups keep their quotes, so an empty string (`""`) is told apart from an absent group (``).
+_STR_Q = rf"(\"{_PLAIN}*\")"
+_LINES = {
+    FUNCTIONS_CHUNK: re.compile(
+        rf"^{_WS}(?:(?:{_REMOVE}|remove_lines\({_WS}(all){_WS}={_WS}True{_WS}\)"
+        rf"|normalize\({_WS}source_str{_WS}={_WS}{_STR_Q}{_WS}(?:,{_WS}target_str{_WS}={_WS}{_STR_Q}{_WS})?\)"
+        rf"|(keep_chunk|untouch_doc)\({_WS}\)){_TAIL}|#[^\n]*|(.+?))?{_WS}$",
+        re.MULTILINE,
+    ),
+    FUNCTIONS_DOC: re.compile(
+        rf"^{_WS}(?:(drop_doc|keep_doc)\({_WS}\){_TAIL}|#[^\n]*|(.+?))?{_WS}$", re.MULTILINE
+    ),
 }
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The reference's own reading of a normalize line, where it is unambiguous: quotes may appear inside the strings
@@ -90,33 +108,75 @@ _REFERENCE_NORMALIZE = re.compile(
 
 def parse_program(program: str, functions: frozenset[str]) -> ParsedProgram:
     """Read every line of `program`; `functions` is `FUNCTIONS_DOC` or `FUNCTIONS_CHUNK`."""
-    fast = _FAST[functions].fullmatch
-    chunk = "remove_lines" in functions
+    ops, n_error, n_unknown = read_program(program, functions)
+    return ParsedProgram(tuple(ops), n_error, n_unknown)
+
+
+def read_program(program: str, functions: frozenset[str]) -> tuple[list[Op], int, int]:
+    """`parse_program` as a plain `(ops, n_error_ops, n_unknown_calls)`: the executor's hot path.
+
+    One `findall` reads every line; well-formed lines (nearly all of a model's) cost one tuple each, any other
+    line goes through `_read_line`, the line-by-line reading (`parse_program_by_line` reads every line so).
+    """
+    ops: list[Op] = []
+    n_error = n_unknown = 0
+    if "remove_lines" in functions:
+        for start, end, all_, source, target, noop, other in _LINES[functions].findall(program):
+            if start:
+                ops.append(("remove_lines", int(start), int(end)))
+            elif source:
+                ops.append(("normalize", source[1:-1], target[1:-1] if target else None))
+            elif all_ or noop:
+                ops.append((noop or "remove_lines", None, None))
+            elif other:
+                line_ops, errors, unknown = _read_line(other, functions)
+                ops.extend(line_ops)
+                n_error += errors
+                n_unknown += unknown
+    else:
+        for name, other in _LINES[functions].findall(program):
+            if name:
+                ops.append((name, None, None))
+            elif other:
+                line_ops, errors, unknown = _read_line(other, functions)
+                ops.extend(line_ops)
+                n_error += errors
+                n_unknown += unknown
+    return ops, n_error, n_unknown
+
+
+def parse_program_by_line(program: str, functions: frozenset[str]) -> ParsedProgram:
+    """`parse_program` without the whole-program pass: every line read on its own (the property tests check
+    that the two agree)."""
     ops: list[Op] = []
     n_error = n_unknown = 0
     for raw in program.split("\n"):
-        line = raw.strip()
-        if not line or line[0] == "#":
-            continue
-        m = fast(line)
-        if m is not None:
-            # `lastindex` names the alternative that matched (see `_FAST`), in one attribute read.
-            last = m.lastindex
-            if last == 2 and chunk:
-                start, end = m.group(1, 2)
-                ops.append(("remove_lines", int(start), int(end)))
-            elif last == 3:
-                ops.append(("normalize", m[3], None))
-            elif last == 4:
-                ops.append(("normalize", m[3], m[5]))
-            else:
-                ops.append((m[last], None, None))
-            continue
-        line_ops, errors, unknown = parse_line(line, functions)
+        line_ops, errors, unknown = _read_line(raw, functions)
         ops.extend(line_ops)
         n_error += errors
         n_unknown += unknown
     return ParsedProgram(tuple(ops), n_error, n_unknown)
+
+
+def _read_line(raw: str, functions: frozenset[str]) -> tuple[list[Op], int, int]:
+    """One line of a program: skipped (blank, comment), read by the line regex, or by `parse_line`."""
+    line = raw.strip()
+    if not line or line[0] == "#":
+        return [], 0, 0
+    m = _FAST[functions].fullmatch(line)
+    if m is None:
+        return parse_line(line, functions)
+    # `lastindex` names the alternative that matched (see `_FAST`), in one attribute read.
+    last = m.lastindex
+    if last is None:
+        return [("remove_lines", None, None)], 0, 0
+    if last == 2 and "remove_lines" in functions:
+        return [("remove_lines", int(m[1]), int(m[2]))], 0, 0
+    if last == 3:
+        return [("normalize", m[3], None)], 0, 0
+    if last == 4:
+        return [("normalize", m[3], m[5])], 0, 0
+    return [(m[last], None, None)], 0, 0
 
 
 def parse_line(line: str, functions: frozenset[str]) -> tuple[list[Op], int, int]:

@@ -113,7 +113,8 @@ def fingerprint(cfg: ProxRefineConfig) -> dict[str, Any]:
     else:
         data.pop("rules")
     # Version 2: the input's other fields in one JSON text column (`input_fields`), not a column each.
-    return {"output_format": 2, **{k: data[k] for k in _FINGERPRINT_KEYS if k in data}}
+    # Version 3: `prox` records whether the other executor semantics decides a row differently.
+    return {"output_format": 3, **{k: data[k] for k in _FINGERPRINT_KEYS if k in data}}
 
 
 def _read_file(batch: pa.Table, fs, options: ReadOptions):
@@ -218,7 +219,7 @@ def _refine(cfg: ProxRefineConfig, output: Output) -> dict[str, Any]:
         generator, doc_engine, chunk_engine = LMGenerator(cfg.lm), cfg.lm.doc_engine, cfg.lm.chunk_engine
     else:
         generator, doc_engine, chunk_engine = RulesGenerator(cfg.rules, cfg.tokenizer), None, None
-    doc = DocLevel(generator, doc_engine)
+    doc = DocLevel(generator, doc_engine, cfg.executor)
     chunk = ChunkLevel(generator, chunk_engine, cfg.executor)
     if cfg.fuse_stages:
         ds = engine_map(ds, [doc, chunk], cfg.stage)
@@ -228,6 +229,7 @@ def _refine(cfg: ProxRefineConfig, output: Output) -> dict[str, Any]:
     ds.write_datasink(_PartsDatasink(cfg.output_dir), ray_remote_args={"num_cpus": cfg.read_cpus})
     wall = time.perf_counter() - started
     stats = compute_stats(output)
+    stats["semantics"] = {"mode": cfg.executor.semantics, **stats["semantics"]}
     processed = stats["documents_in"] - resumed
     stats["this_run"] = {
         "documents": processed,

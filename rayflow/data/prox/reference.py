@@ -1,30 +1,43 @@
-"""The reference ProX executor's algorithm, re-stated: plain string splitting, no `ast`.
+"""ProX's released executor (GAIR-NLP/ProX, `utils/doc_utils.py` and `utils/chunk_utils.py`), re-stated.
 
-This is the oracle that `execute_chunk_program` / `execute_doc_program` are tested against, and the baseline of
-`benchmarks/prox_executor.py`. It follows the behaviour described for ProX's `execute_meta_operations`
-(doc level: a program containing the substring "drop" drops the document), including its limits: an argument
-is the text between the first `(` and the first `)`, split on `,`, each value taken after the first `=`, so
-commas, parentheses and `=` inside strings break it, and single quotes are not stripped. Do not use it to
-refine data; `rayflow.data.prox.executor` is the safe reading.
+It is plain string splitting: no `eval`, no `ast`. An argument list is the text between the first `(` and the
+first `)`, split on `,`; each value is the text after the first `=` (the keyword's name is never read, so
+`remove_lines(start=0, end=1)` works and a third argument such as `reason=` is ignored), with `"` stripped from
+both ends. So commas, parentheses and `=` inside strings cut the string there, and single quotes are kept.
+
+It is three things in rayflow: the executor's `semantics: reference` mode (`reference_chunk_result`,
+`reference_doc_keep`), which reproduces ProX's decisions; the oracle the strict executor is tested against on
+programs ProX reads correctly; and the baseline of `benchmarks/prox_executor.py` (`reference_chunk_execute`).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 
 def reference_doc_keep(program: str) -> bool:
-    """The reference's doc rule: keep unless the program text contains "drop" anywhere (comments too)."""
+    """ProX's doc rule: keep unless the program text contains "drop" anywhere (`drop_doc`, a comment, prose)."""
     return "drop" not in program.strip(" ")
 
 
-def reference_chunk_execute(
-    text: str, program: str, threshold_1: float = 0.0, threshold_2: float = 0.95, error_op: int = 2
-) -> tuple[str, int]:
-    """`(refined text, error ops)`; raises ZeroDivisionError on a text with no words, as the reference does."""
+class ReferenceRun(NamedTuple):
+    """What ProX's `execute_operations` computes for one program, before the decision rule."""
+
+    processed: str  # the normalised text less the removed lines
+    n_error_ops: int
+    n_ops: int  # operations that took effect or were recorded (normalize pairs, intervals, all=True)
+    lines_removed: int
+    normalizations: tuple[tuple[str, str], ...]  # (source, target) in program order, as ProX records them
+
+
+def reference_operations(text: str, program: str) -> ReferenceRun:
+    """ProX's `execute_operations` on `program.strip(" ").split("\\n")`: normalize first, then line removal."""
     normalized = text
     n_lines = len(text.split("\n"))
     to_remove: set[int] = set()
     intervals: list[tuple[int, int]] = []
-    errors = 0
+    pairs: list[tuple[str, str]] = []
+    errors = n_ops = 0
     for line in program.strip(" ").split("\n"):
         if line.startswith("remove_lines") and "all=True" not in line:
             params, errors = _arguments(line, errors)
@@ -38,6 +51,7 @@ def reference_chunk_execute(
                 continue
             intervals.append((start, end))
             to_remove.update(range(start, end + 1))
+            n_ops += 1
         elif line.startswith("normalize"):
             params, errors = _arguments(line, errors)
             if params is None:
@@ -49,6 +63,8 @@ def reference_chunk_execute(
                     errors += 1
                     continue
                 normalized = normalized.replace(source, "")
+                pairs.append((source, ""))
+                n_ops += 1
             elif len(params) == 2:
                 try:
                     source = params[0].split("=")[1].strip('"')
@@ -58,23 +74,45 @@ def reference_chunk_execute(
                     continue
                 if source not in (" ", ""):
                     normalized = normalized.replace(source, target)
+                pairs.append((source, target))
+                n_ops += 1
         elif line.startswith("remove_lines"):
             to_remove = set(range(n_lines))
+            n_ops += 1
 
     lines = normalized.split("\n")
-    processed = "\n".join(line for i, line in enumerate(lines) if i not in to_remove)
+    kept = [line for i, line in enumerate(lines) if i not in to_remove]
     for start, end in _merge(intervals):
         if start >= len(lines) or end >= len(lines):
             errors += 1
+    return ReferenceRun("\n".join(kept), errors, n_ops, len(lines) - len(kept), tuple(pairs))
 
-    words_out, words_in = len(processed.split()), len(text.split())
-    if words_out / words_in <= 1 - threshold_2 and errors < error_op:
-        return "", errors
+
+def reference_decision(
+    text: str, run: ReferenceRun, threshold_1: float = 0.0, threshold_2: float = 0.95, error_op: int = 2
+) -> tuple[str, str | None, bool, int, int]:
+    """ProX's `execute_meta_operations` rule: `(output, drop reason, fallback, words in, words out)`.
+
+    Words are `str.split()` tokens; the drop reason is None (kept), "ratio" or "min_words". Raises
+    ZeroDivisionError on a text with no words, as ProX does.
+    """
+    words_out, words_in = len(run.processed.split()), len(text.split())
+    if words_out / words_in <= 1 - threshold_2 and run.n_error_ops < error_op:
+        return "", "ratio", False, words_in, words_out
     if words_out <= 10:
-        return "", errors
-    if words_out / words_in >= threshold_1 and errors < error_op:
-        return processed, errors
-    return text, errors
+        return "", "min_words", False, words_in, words_out
+    if words_out / words_in >= threshold_1 and run.n_error_ops < error_op:
+        return run.processed, None, False, words_in, words_out
+    return text, None, True, words_in, words_in
+
+
+def reference_chunk_execute(
+    text: str, program: str, threshold_1: float = 0.0, threshold_2: float = 0.95, error_op: int = 2
+) -> tuple[str, int]:
+    """`(refined text, error ops)` as ProX's `execute_meta_operations` returns the text; raises
+    ZeroDivisionError on a text with no words, as ProX does."""
+    run = reference_operations(text, program)
+    return reference_decision(text, run, threshold_1, threshold_2, error_op)[0], run.n_error_ops
 
 
 def _arguments(line: str, errors: int) -> tuple[list[str] | None, int]:

@@ -6,6 +6,10 @@ doc level kept. The engine stage runs them in an actor pool, one level per stage
 Batches are Arrow tables with `READ_SCHEMA` in and `ROW_SCHEMA` out; tests call `EngineStage` directly. Rows
 that arrive as error records pass through untouched, and a document the generator cannot handle (e.g. the
 engine refused its prompt) becomes one; every row that comes in goes out.
+
+Every program is also run with the other executor semantics (`strict` / `reference`, see `executor`), and a row
+records whether that reading would have decided its document differently (`*_semantics_differs`): at doc level a
+different keep/drop, at chunk level a different output text.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ import time
 
 import pyarrow as pa
 
-from rayflow.data.prox.executor import ExecutorConfig, execute_chunk_program, execute_doc_program
+from rayflow.data.prox.executor import (
+    DEFAULT_EXECUTOR,
+    ExecutorConfig,
+    execute_chunk_program,
+    execute_doc_program,
+)
 from rayflow.data.prox.generator import ProgramGenerator
 from rayflow.llm import Engine, EngineConfig
 
@@ -39,6 +48,7 @@ STAGE_DEFAULTS = {
     "doc_prompt_tokens": 0,
     "doc_truncated": False,
     "doc_s": 0.0,
+    "doc_semantics_differs": False,
     "chunk_program": "",
     "refined": "",
     "kept": False,
@@ -56,6 +66,7 @@ STAGE_DEFAULTS = {
     "tokens_in": -1,
     "tokens_out": -1,
     "chunk_s": 0.0,
+    "chunk_semantics_differs": False,
 }
 _TYPES = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 ROW_SCHEMA = pa.schema(list(READ_SCHEMA) + [(k, _TYPES[type(v)]) for k, v in STAGE_DEFAULTS.items()])
@@ -66,9 +77,16 @@ class DocLevel:
 
     schema = ROW_SCHEMA
 
-    def __init__(self, generator: ProgramGenerator, engine: EngineConfig | None):
+    def __init__(
+        self,
+        generator: ProgramGenerator,
+        engine: EngineConfig | None,
+        executor: ExecutorConfig = DEFAULT_EXECUTOR,
+    ):
         self.generator = generator
         self.engine = engine
+        self.executor = executor
+        self.other = _other_semantics(executor)
 
     def __call__(self, rows: list[dict], engine: Engine | None) -> None:
         todo = _with_defaults(rows)
@@ -80,8 +98,9 @@ class DocLevel:
             if gen.error is not None:
                 _fail(row, "generation_failed", f"doc program: {gen.error}")
                 continue
-            result = execute_doc_program(gen.program)
+            result = execute_doc_program(gen.program, self.executor)
             row.update(
+                doc_semantics_differs=execute_doc_program(gen.program, self.other).keep != result.keep,
                 doc_program=gen.program,
                 doc_keep=result.keep,
                 doc_n_error_ops=result.n_error_ops,
@@ -104,6 +123,7 @@ class ChunkLevel:
         self.generator = generator
         self.engine = engine
         self.executor = executor
+        self.other = _other_semantics(executor)
 
     def __call__(self, rows: list[dict], engine: Engine | None) -> None:
         todo = _with_defaults(rows)
@@ -125,7 +145,9 @@ class ChunkLevel:
                 _fail(row, "generation_failed", f"chunk program: {gen.error}")
                 continue
             result = execute_chunk_program(row["text"], gen.program, self.executor)
+            other = execute_chunk_program(row["text"], gen.program, self.other)
             row.update(
+                chunk_semantics_differs=other.text != result.text,
                 chunk_program=gen.program,
                 refined=result.text,
                 kept=result.kept,
@@ -155,6 +177,12 @@ class ChunkLevel:
         tokens_out = dict(zip(map(id, kept), refined))
         for row, n_in in zip(rows, tokens_in):
             row["tokens_in"], row["tokens_out"] = n_in, tokens_out.get(id(row), 0)
+
+
+def _other_semantics(executor: ExecutorConfig) -> ExecutorConfig:
+    """`executor` with the other reading (strict <-> reference), for counting the documents it decides otherwise."""
+    other = "reference" if executor.semantics == "strict" else "strict"
+    return executor.model_copy(update={"semantics": other})
 
 
 def _with_defaults(rows: list[dict]) -> list[dict]:

@@ -8,7 +8,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rayflow.data.prox import ExecutorConfig, execute_chunk_program, execute_doc_program
-from rayflow.data.prox.parser import _FAST, FUNCTIONS_CHUNK, FUNCTIONS_DOC, parse_line, parse_program
+from rayflow.data.prox.parser import (
+    _FAST,
+    FUNCTIONS_CHUNK,
+    FUNCTIONS_DOC,
+    parse_line,
+    parse_program,
+    parse_program_by_line,
+)
 from rayflow.data.prox.reference import reference_chunk_execute, reference_doc_keep
 
 DOC = """\
@@ -299,6 +306,9 @@ WELL_FORMED = st.one_of(
     st.builds(
         "{0}({1}){2}".format, st.sampled_from(["keep_chunk", "untouch_doc", "drop_doc", "keep_doc"]), WS, WS
     ),
+    st.builds(
+        "remove_lines({0}all{1}={2}True{0}){3}".format, WS, WS, WS, st.sampled_from(["", " # x", "\r"])
+    ),
 )
 
 
@@ -311,6 +321,30 @@ def test_fast_path_agrees_with_the_ast_path(line):
         if _FAST[functions].fullmatch(line):
             fast = parse_program(line, functions)
             assert parse_line(line, functions) == (list(fast.ops), 0, 0) and len(fast.ops) == 1
+
+
+# Line edges the whole-program pass must leave to the line-by-line reading: other whitespace, CRs, comments.
+EDGES = st.sampled_from(["", " ", "\t", "\r", "\x0c", "\xa0", " # c", "#", "\x1c", "\ufeff"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(EDGES, st.one_of(WELL_FORMED, st.text(max_size=40)), EDGES), max_size=8))
+def test_whole_program_reading_equals_line_by_line_reading(lines):
+    program = "\n".join(a + line + b for a, line, b in lines)
+    for functions in (FUNCTIONS_CHUNK, FUNCTIONS_DOC):
+        assert parse_program(program, functions) == parse_program_by_line(program, functions)
+
+
+@settings(max_examples=300, deadline=None)
+@given(readable_programs())
+def test_reference_semantics_equals_the_reference(case):
+    text, program = case
+    assume(len(text.split()) > 0)
+    result = execute_chunk_program(text, program, ExecutorConfig(semantics="reference"))
+    assert (result.text, result.n_error_ops) == reference_chunk_execute(text, program)
+    assert execute_doc_program(program, ExecutorConfig(semantics="reference")).keep == reference_doc_keep(
+        program
+    )
 
 
 CALLISH = st.one_of(
