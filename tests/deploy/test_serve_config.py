@@ -36,6 +36,16 @@ def test_every_application_builds_from_its_args(config):
         assert isinstance(built, Application), app["name"]
 
 
+def test_local_config_fits_two_cpus():
+    """`serve run serve/config.yaml` on a 2-core machine: every replica must fit, or some never start."""
+    total = 0.0
+    for app in LOCAL["applications"]:
+        args = _args_model(app["import_path"]).model_validate(app["args"])
+        replicas = [getattr(args, name) for name in type(args).model_fields if name.endswith("_replica")]
+        total += sum(r.num_cpus * r.num_replicas for r in replicas)
+    assert total <= 2.0, f"serve/config.yaml reserves {total} CPUs"
+
+
 def test_gpu_profile_runs_the_same_applications_on_gpus():
     def shape(config):
         return [(a["name"], a["route_prefix"], a["import_path"]) for a in config["applications"]]
