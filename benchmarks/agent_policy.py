@@ -22,7 +22,9 @@ from rayflow.agent.training import SeparationConfig, separation
 
 REPO = Path(__file__).resolve().parents[1]
 # Unseen in training (deepen 0.05 / others 0.3, correlation 0.7, 3 points, abilities 0.1..0.9, 12 turns).
-SIM = SimConfig(informative="deepen", sigma_informative=0.08, sigma_other=0.25, repeat_correlation=0.5, points=4)
+SIM = SimConfig(
+    informative="deepen", sigma_informative=0.08, sigma_other=0.25, repeat_correlation=0.5, points=4
+)
 MEASURE = SeparationConfig(abilities=(0.45, 0.65), pairs=300, max_turns=40, seed=7_000_000)
 
 

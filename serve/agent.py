@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 
-from rayflow.agent import BenchmarkConfig, Item, SessionConfig, SessionStore, make_policy, run_session, session_spec
+from rayflow.agent import (
+    BenchmarkConfig,
+    Item,
+    SessionConfig,
+    SessionStore,
+    make_policy,
+    run_session,
+    session_spec,
+)
 from rayflow.agent.benchmark import build_items, items_from_records, topics_of
 from rayflow.agent.report import target_report
 from rayflow.agent.session import threaded
@@ -52,7 +60,9 @@ class AgentAppArgs(AppArgs):
     build: BenchmarkConfig = BenchmarkConfig()
     index: IndexConfig = IndexConfig()
     session: SessionConfig = SessionConfig()
-    store: str = Field("sqlite:///outputs/agent/sessions.db", description="SQLAlchemy URL of sessions and benchmarks")
+    store: str = Field(
+        "sqlite:///outputs/agent/sessions.db", description="SQLAlchemy URL of sessions and benchmarks"
+    )
     policy_path: str = Field("examples/agent/policy.json", description="the learned policy")
     max_turns: int = Field(20, ge=1, description="turns per item one session may ask for")
     max_items: int = Field(32, ge=1, description="items in one session")
@@ -131,7 +141,9 @@ class AgentServer:
 
         @app.get("/healthz")
         async def healthz():
-            return await health_reply(self.llm, {"model": self.args.llm.model_name, "running": len(self.running)})
+            return await health_reply(
+                self.llm, {"model": self.args.llm.model_name, "running": len(self.running)}
+            )
 
         @app.post("/v1/agent/benchmarks", dependencies=[auth])
         async def benchmarks(request: BenchmarkRequest):
@@ -150,7 +162,9 @@ class AgentServer:
         async def create(request: SessionRequest):
             prefixes = self.args.target_url_prefixes
             if prefixes and not any(request.target.base_url.startswith(p) for p in prefixes):
-                raise bad_request("target.base_url: not an allowed target (target_url_prefixes)", "target.base_url")
+                raise bad_request(
+                    "target.base_url: not an allowed target (target_url_prefixes)", "target.base_url"
+                )
             if request.turns > self.args.max_turns:
                 raise bad_request(f"turns: {request.turns}; the limit is {self.args.max_turns}", "turns")
             if request.policy == "learned" and not Path(self.args.policy_path).is_file():
@@ -159,7 +173,9 @@ class AgentServer:
             if items is None:
                 stored = self.store.benchmark(request.benchmark_id)
                 if stored is None:
-                    raise bad_request(f"benchmark_id: no benchmark {request.benchmark_id!r}", "benchmark_id", 404)
+                    raise bad_request(
+                        f"benchmark_id: no benchmark {request.benchmark_id!r}", "benchmark_id", 404
+                    )
                 items = [Item.model_validate(i) for i in stored]
             if request.item_ids is not None:
                 known = {i.id: i for i in items}
@@ -168,7 +184,9 @@ class AgentServer:
                     raise bad_request(f"item_ids: not in the benchmark: {missing[:5]}", "item_ids")
                 items = [known[i] for i in request.item_ids]
             check_count(items, "items", self.args.max_items)
-            spec = session_spec(request.target.model_dump(), items, request.turns, request.policy, request.seed)
+            spec = session_spec(
+                request.target.model_dump(), items, request.turns, request.policy, request.seed
+            )
             return {"session_id": self.store.create(spec)}
 
         @app.post("/v1/agent/sessions/{session_id}/run", dependencies=[auth])
@@ -232,7 +250,9 @@ class AgentServer:
             self.store.set_status(session_id, "error", error=f"{type(err).__name__}: {err}")
             return
         try:
-            await run_session(self.store, session_id, threaded(engine), self.generate, policy, self.args.session)
+            await run_session(
+                self.store, session_id, threaded(engine), self.generate, policy, self.args.session
+            )
         finally:
             engine.close()
 
@@ -240,7 +260,11 @@ class AgentServer:
 def build_agent_app(args: AgentAppArgs) -> Application:
     # Relative paths are relative to where the app is built (`serve run` from the repo root), not the replica's.
     store = args.store
-    if store.startswith("sqlite:///") and not store.startswith("sqlite:////") and store != "sqlite:///:memory:":
+    if (
+        store.startswith("sqlite:///")
+        and not store.startswith("sqlite:////")
+        and store != "sqlite:///:memory:"
+    ):
         store = f"sqlite:///{Path(store.removeprefix('sqlite:///')).resolve()}"
     args = args.model_copy(update={"store": store, "policy_path": str(Path(args.policy_path).resolve())})
     llm = LLMServer.options(**args.llm_replica.deployment_options()).bind(args.llm)

@@ -109,30 +109,80 @@ SECTIONS = {
 }
 
 QA = [
-    ("Within how many days must a new resident register their residence in Larkfield?", "A new resident must register within 14 days of moving in.", "Residence registration"),
-    ("What does a late residence registration cost?", "A late registration costs a fee of 25 euros.", "Residence registration"),
-    ("How long is an identity card valid for a 30-year-old?", "An identity card is valid for 10 years for adults.", "Identity cards"),
-    ("Can a student with a study grant receive housing benefit?", "Students who receive a study grant are not eligible for housing benefit.", "Housing benefit"),
-    ("How often is household waste collected?", "Household waste is collected every two weeks.", "Waste collection"),
-    ("How much does a resident parking permit cost?", "The permit costs 30 euros per year. It is valid in the zone printed on it.", "Parking permits"),
-    ("Does a garden shed of 8 cubic metres need a building permit?", "Garden sheds up to 10 cubic metres need no permit.", "Building permits"),
-    ("Does a freelance lawyer register a trade?", "Freelance professions such as lawyers do not register a trade. They report to the tax office instead.", "Business registration"),
+    (
+        "Within how many days must a new resident register their residence in Larkfield?",
+        "A new resident must register within 14 days of moving in.",
+        "Residence registration",
+    ),
+    (
+        "What does a late residence registration cost?",
+        "A late registration costs a fee of 25 euros.",
+        "Residence registration",
+    ),
+    (
+        "How long is an identity card valid for a 30-year-old?",
+        "An identity card is valid for 10 years for adults.",
+        "Identity cards",
+    ),
+    (
+        "Can a student with a study grant receive housing benefit?",
+        "Students who receive a study grant are not eligible for housing benefit.",
+        "Housing benefit",
+    ),
+    (
+        "How often is household waste collected?",
+        "Household waste is collected every two weeks.",
+        "Waste collection",
+    ),
+    (
+        "How much does a resident parking permit cost?",
+        "The permit costs 30 euros per year. It is valid in the zone printed on it.",
+        "Parking permits",
+    ),
+    (
+        "Does a garden shed of 8 cubic metres need a building permit?",
+        "Garden sheds up to 10 cubic metres need no permit.",
+        "Building permits",
+    ),
+    (
+        "Does a freelance lawyer register a trade?",
+        "Freelance professions such as lawyers do not register a trade. They report to the tax office instead.",
+        "Business registration",
+    ),
     ("What is the dog tax for a guide dog?", "Guide dogs are exempt from the tax.", "Dog tax"),
-    ("When are childcare places allocated?", "Places are allocated in March for the following August.", "Childcare places"),
-    ("What does a Saturday wedding ceremony in the town hall cost?", "Ceremonies in the town hall cost 150 euros on Saturdays.", "Marriage registration"),
-    ("When are quiet hours in Larkfield?", "Quiet hours are from 10 p.m. to 6 a.m. on all days. They last all day on Sundays and public holidays.", "Noise rules"),
+    (
+        "When are childcare places allocated?",
+        "Places are allocated in March for the following August.",
+        "Childcare places",
+    ),
+    (
+        "What does a Saturday wedding ceremony in the town hall cost?",
+        "Ceremonies in the town hall cost 150 euros on Saturdays.",
+        "Marriage registration",
+    ),
+    (
+        "When are quiet hours in Larkfield?",
+        "Quiet hours are from 10 p.m. to 6 a.m. on all days. They last all day on Sundays and public holidays.",
+        "Noise rules",
+    ),
 ]
 
 
 def main() -> None:
     with (HERE / "handbook.jsonl").open("w") as f:
         for i, (title, text) in enumerate(SECTIONS.items()):
-            doc = {"doc_id": f"lh-{i + 1:02d}", "text": text,
-                   "metadata": {"title": title, "topic": title, "source": "Larkfield public-service handbook"}}
+            doc = {
+                "doc_id": f"lh-{i + 1:02d}",
+                "text": text,
+                "metadata": {"title": title, "topic": title, "source": "Larkfield public-service handbook"},
+            }
             f.write(json.dumps(doc) + "\n")
     with (HERE / "qa.jsonl").open("w") as f:
         for i, (question, answer, topic) in enumerate(QA):
-            f.write(json.dumps({"id": f"lqa-{i + 1:02d}", "question": question, "answer": answer, "topic": topic}) + "\n")
+            f.write(
+                json.dumps({"id": f"lqa-{i + 1:02d}", "question": question, "answer": answer, "topic": topic})
+                + "\n"
+            )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,24 @@ LinUCB, baselines), `simulation` (simulated targets), `session` (Assessment+), `
 `scores`, `report`; `training` and `evaluation` are the jobs' workflows (they use Ray).
 """
 
-from rayflow.agent.benchmark import BenchmarkConfig, Item, Point, build_items, items_from_qa, read_items, write_items
-from rayflow.agent.policy import QUESTION_TYPES, FixedPolicy, LinUCBPolicy, RandomPolicy, State, load_policy, make_policy
+from rayflow.agent.benchmark import (
+    BenchmarkConfig,
+    Item,
+    Point,
+    build_items,
+    items_from_qa,
+    read_items,
+    write_items,
+)
+from rayflow.agent.policy import (
+    QUESTION_TYPES,
+    FixedPolicy,
+    LinUCBPolicy,
+    RandomPolicy,
+    State,
+    load_policy,
+    make_policy,
+)
 from rayflow.agent.report import comparative_report, plot_target, target_report
 from rayflow.agent.scores import session_scores
 from rayflow.agent.session import SessionConfig, run_session, session_spec, threaded

@@ -71,7 +71,9 @@ class BenchmarkConfig(Config):
     """How Benchmark+ items are made from documents."""
 
     evidence_k: int = Field(3, ge=1, description="evidence chunks retrieved per topic (hybrid search)")
-    strategy: Literal["llm", "template"] = Field("llm", description="seed question and strategy: LLM or template")
+    strategy: Literal["llm", "template"] = Field(
+        "llm", description="seed question and strategy: LLM or template"
+    )
     drafter: Literal["llm", "extractive"] = Field(
         "llm", description="criterion draft: LLM, or the evidence sentences closest to the topic"
     )
@@ -80,9 +82,15 @@ class BenchmarkConfig(Config):
     )
     max_points: int = Field(4, ge=1, description="criterion points per item")
     max_tokens: int = Field(256, ge=1, description="tokens per LLM reply while building")
-    support: float = Field(0.5, gt=0, le=1, description="overlap checker: share of a point's words the evidence must hold")
-    keep_support: float = Field(0.8, gt=0, le=1, description="overlap checker: at or above, kept; below, rewritten")
-    dedup_threshold: float = Field(0.92, gt=0, le=1, description="cosine at or above which an item is a near-duplicate")
+    support: float = Field(
+        0.5, gt=0, le=1, description="overlap checker: share of a point's words the evidence must hold"
+    )
+    keep_support: float = Field(
+        0.8, gt=0, le=1, description="overlap checker: at or above, kept; below, rewritten"
+    )
+    dedup_threshold: float = Field(
+        0.92, gt=0, le=1, description="cosine at or above which an item is a near-duplicate"
+    )
 
 
 # --- JSONL --------------------------------------------------------------------------------------------------
@@ -152,10 +160,55 @@ def _now() -> str:
 # --- the deterministic overlap checker ----------------------------------------------------------------------
 
 _STOP = frozenset(
-    "a an the of to in on for and or by with from at as is are be been was were must may can should will "
-    "that this these those it its their there which who what when where how any all each per than".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "by",
+        "with",
+        "from",
+        "at",
+        "as",
+        "is",
+        "are",
+        "be",
+        "been",
+        "was",
+        "were",
+        "must",
+        "may",
+        "can",
+        "should",
+        "will",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "their",
+        "there",
+        "which",
+        "who",
+        "what",
+        "when",
+        "where",
+        "how",
+        "any",
+        "all",
+        "each",
+        "per",
+        "than",
+    ]
 )
-_NEGATIONS = frozenset("not no never cannot without none nor".split())
+_NEGATIONS = frozenset(["not", "no", "never", "cannot", "without", "none", "nor"])
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -175,7 +228,9 @@ def _numbers(text: str) -> set[str]:
     return set(re.findall(r"\d+(?:[.,]\d+)?", text))
 
 
-def overlap_verdict(point: str, evidence: Sequence[str], support: float, keep_support: float) -> tuple[str, str | None, str]:
+def overlap_verdict(
+    point: str, evidence: Sequence[str], support: float, keep_support: float
+) -> tuple[str, str | None, str]:
     """The deterministic check of one point: (verdict, rewritten text or None, reason).
 
     The evidence sentence sharing most of the point's content words is its support. Below `support` of the
@@ -232,7 +287,12 @@ async def verify_points(points: list[str], evidence: list[str], generate, cfg: B
             else:
                 results.append((parsed[0], parsed[1], f"verifier: {parsed[0]}"))
     return [
-        {"draft": p, "verdict": v, "text": new if v == "rewrite" else (p if v == "keep" else None), "reason": why}
+        {
+            "draft": p,
+            "verdict": v,
+            "text": new if v == "rewrite" else (p if v == "keep" else None),
+            "reason": why,
+        }
         for p, (v, new, why) in zip(points, results)
     ]
 
@@ -258,7 +318,9 @@ async def build_items(retriever, topics: Sequence[str], generate, cfg: Benchmark
             parsed = parse_strategy(reply) if reply is not None else None
         question, strategy = parsed or (f"What does the guidance say about {topic}?", DEFAULT_STRATEGY)
         if cfg.drafter == "llm":
-            [reply] = await _generate(generate, [draft_prompt(question, strategy, evidence, cfg.max_points)], cfg)
+            [reply] = await _generate(
+                generate, [draft_prompt(question, strategy, evidence, cfg.max_points)], cfg
+            )
             drafts = parse_points(reply or "", cfg.max_points)
         else:
             drafts = _extractive_points(topic, evidence, cfg.max_points)
@@ -269,7 +331,10 @@ async def build_items(retriever, topics: Sequence[str], generate, cfg: Benchmark
                             "verification": checks})  # fmt: skip
             continue
         item_id = "bp-" + hashlib.sha1(f"{topic}\n{question}".encode()).hexdigest()[:10]
-        points = [Point(id=f"{item_id}.p{j + 1}", text=t, evidence=_supporting(t, hits, cfg.support)) for j, t in enumerate(kept)]
+        points = [
+            Point(id=f"{item_id}.p{j + 1}", text=t, evidence=_supporting(t, hits, cfg.support))
+            for j, t in enumerate(kept)
+        ]
         items.append(Item(id=item_id, topic=topic, strategy=strategy, seed_question=question, criterion=points,
                           evidence=chunk_ids,
                           provenance={"source": "documents", **(source or {}), "doc_ids": sorted({h.doc_id for h in hits}),
@@ -277,7 +342,9 @@ async def build_items(retriever, topics: Sequence[str], generate, cfg: Benchmark
                                       "drafter": cfg.drafter, "verifier": cfg.verifier, "verification": checks,
                                       "prompt_version": PROMPT_VERSION, "created_at": _now()}))  # fmt: skip
     kept_items, duplicates = dedup(items, retriever.embedder, cfg.dedup_threshold)
-    dropped += [{"topic": i.topic, "reason": f"near-duplicate of {of}", "verification": []} for i, of in duplicates]
+    dropped += [
+        {"topic": i.topic, "reason": f"near-duplicate of {of}", "verification": []} for i, of in duplicates
+    ]
     return kept_items, dropped
 
 

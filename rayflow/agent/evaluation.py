@@ -23,7 +23,15 @@ from typing import Any
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from rayflow.agent.benchmark import BenchmarkConfig, Item, build_items, items_from_qa, read_items, topics_of, write_items
+from rayflow.agent.benchmark import (
+    BenchmarkConfig,
+    Item,
+    build_items,
+    items_from_qa,
+    read_items,
+    topics_of,
+    write_items,
+)
 from rayflow.agent.policy import make_policy
 from rayflow.agent.report import comparative_report, overall_scores, plot_target, plot_targets, target_report
 from rayflow.agent.session import SessionConfig, run_session, session_spec, threaded
@@ -49,8 +57,12 @@ class AgentEvalConfig(Config):
 
     output_dir: str = Field("outputs/agent_eval", description="benchmark, reports, scores, run.json")
     benchmark: str | None = Field(None, description="Benchmark+ JSONL to use as is")
-    documents: str | None = Field(None, description="JSONL documents ({doc_id, text, metadata}) to build Benchmark+ from")
-    qa: str | None = Field(None, description="static QA JSONL ({question, answer}) to convert into Benchmark+")
+    documents: str | None = Field(
+        None, description="JSONL documents ({doc_id, text, metadata}) to build Benchmark+ from"
+    )
+    qa: str | None = Field(
+        None, description="static QA JSONL ({question, answer}) to convert into Benchmark+"
+    )
     build: BenchmarkConfig = BenchmarkConfig()
     index: IndexConfig = Field(IndexConfig(), description="the live index the documents are searched in")
     max_items: int | None = Field(None, ge=1, description="use the first n items; None = all")
@@ -64,11 +76,17 @@ class AgentEvalConfig(Config):
     )
     turns: int = Field(4, ge=1, le=50, description="turns per item (the first asks the seed question)")
     policy: str = Field("learned", pattern="^(learned|random|fixed)$", description="learned, random or fixed")
-    policy_path: str = Field("examples/agent/policy.json", description="the learned policy (jobs/train_agent_policy.py)")
+    policy_path: str = Field(
+        "examples/agent/policy.json", description="the learned policy (jobs/train_agent_policy.py)"
+    )
     seed: int = Field(0, ge=0, description="seed of the policy's and the target's random choices")
     session: SessionConfig = SessionConfig()
-    store: str | None = Field(None, description="SQLAlchemy URL of the session store; None = output_dir/sessions.db")
-    stage: StageConfig = Field(StageConfig(batch_size=1), description="the session actors (sessions per batch)")
+    store: str | None = Field(
+        None, description="SQLAlchemy URL of the session store; None = output_dir/sessions.db"
+    )
+    stage: StageConfig = Field(
+        StageConfig(batch_size=1), description="the session actors (sessions per batch)"
+    )
 
     @model_validator(mode="after")
     def _named_targets(self) -> AgentEvalConfig:
@@ -85,7 +103,9 @@ def check(cfg: AgentEvalConfig) -> None:
     """One benchmark source is given; inputs, the policy file and local models exist."""
     given = [k for k in ("benchmark", "documents", "qa") if getattr(cfg, k)]
     if len(given) != 1:
-        raise InputError(f"benchmark: give exactly one of benchmark, documents, qa (given: {', '.join(given) or 'none'})")
+        raise InputError(
+            f"benchmark: give exactly one of benchmark, documents, qa (given: {', '.join(given) or 'none'})"
+        )
     for key in ("benchmark", "documents", "qa"):
         require_path(getattr(cfg, key), key)
     if cfg.policy == "learned":
@@ -174,10 +194,15 @@ def run(cfg: AgentEvalConfig) -> Result:
                 sid = session_id(spec)
                 if store.get(sid) is None:
                     store.create(spec, sid)
-                rows.append({"session_id": sid, "target": t.name, "status": store.get(sid)["status"], "error": None})
+                rows.append(
+                    {"session_id": sid, "target": t.name, "status": store.get(sid)["status"], "error": None}
+                )
         todo = [r for r in rows if r["status"] != "done"]
         with wf.phase("sessions"):
-            for name in {cfg.agent.model, *(t.engine.model for t in cfg.targets if t.engine.backend != "openai")}:
+            for name in {
+                cfg.agent.model,
+                *(t.engine.model for t in cfg.targets if t.engine.backend != "openai"),
+            }:
                 if name.startswith("tiny:"):
                     resolve_model_path(name)  # build a tiny model once here, not in every actor
             log.info("%d sessions (%d already done): %d targets x %d items", len(rows), len(rows) - len(todo),
@@ -198,12 +223,16 @@ def run(cfg: AgentEvalConfig) -> Result:
             for i, (name, sessions) in enumerate(by_target.items()):
                 stem = f"target-{i:02d}"
                 plot_target(name, sessions, out / "reports" / f"{stem}.png")
-                (out / "reports" / f"{stem}.md").write_text(target_report(name, sessions, plot=f"{stem}.png") + "\n")
+                (out / "reports" / f"{stem}.md").write_text(
+                    target_report(name, sessions, plot=f"{stem}.png") + "\n"
+                )
             plot_targets(by_target, out / "targets.png")
             (out / "report.md").write_text(comparative_report(by_target, plot="targets.png"))
-            from rayflow.agent.report import _overall
 
-            scores = {name: {k: v for k, v in overall_scores(s).items() if k != "items"} for name, s in by_target.items()}
+            scores = {
+                name: {k: v for k, v in overall_scores(s).items() if k != "items"}
+                for name, s in by_target.items()
+            }
             (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
             (out / "errors.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors))
         summary = {"items": len(items), "dropped_items": len(dropped), "targets": len(cfg.targets),

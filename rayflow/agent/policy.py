@@ -67,10 +67,15 @@ class State:
         previous = self.types[-1] if self.types else SEED
         asked = [t for t in self.types if t != SEED]
         share = [asked.count(t) / max(1, len(asked)) for t in QUESTION_TYPES]
-        return np.array(
-            [1.0, self.turn / max(1, self.max_turns), last, trend, uncertainty(self.scores), self.uncovered,
-             *(float(previous == t) for t in QUESTION_TYPES), *share]  # fmt: skip
-        )
+        head = [
+            1.0,
+            self.turn / max(1, self.max_turns),
+            last,
+            trend,
+            uncertainty(self.scores),
+            self.uncovered,
+        ]
+        return np.array([*head, *(float(previous == t) for t in QUESTION_TYPES), *share])
 
 
 def uncertainty(scores: Sequence[float]) -> float:
@@ -164,8 +169,10 @@ class LinUCBPolicy:
 def load_policy(path: str | Path, alpha: float = 0.0) -> LinUCBPolicy:
     """A saved LinUCB policy (deployed greedy: `alpha` 0); an error names the file when it does not fit."""
     data = json.loads(Path(path).read_text())
-    if data.get("kind") != "linucb" or data.get("features") != list(FEATURES) or data.get("actions") != list(
-        QUESTION_TYPES
+    if (
+        data.get("kind") != "linucb"
+        or data.get("features") != list(FEATURES)
+        or data.get("actions") != list(QUESTION_TYPES)
     ):
         raise ValueError(f"{path}: not a LinUCB policy over this state and these question types")
     return LinUCBPolicy(alpha=alpha, A=data["A"], b=data["b"], info=data.get("info", {}))

@@ -35,18 +35,23 @@ def target_report(target: str, sessions: Sequence[dict], plot: str | None = None
     """Markdown for one target over its sessions (each with its `turns` records)."""
     scores = overall_scores(sessions)
     turns = [{**t, "session": i} for i, s in enumerate(sessions) for t in s["turns"]]
-    lines = [f"# TestAgent report: {target}", "",
-             f"{len(sessions)} session(s), {len(turns)} turns, {scores.get('graded', 0)} graded, "
-             f"{scores.get('parse_failures', 0)} grader replies that did not parse, "
-             f"{sum(t.get('examiner_fallback', False) for t in turns)} examiner fallbacks, "
-             f"{sum(bool(t.get('error')) for t in turns)} refused prompts.", "",
+    counts = (f"{len(sessions)} session(s), {len(turns)} turns, {scores.get('graded', 0)} graded, "
+              f"{scores.get('parse_failures', 0)} grader replies that did not parse, "
+              f"{sum(t.get('examiner_fallback', False) for t in turns)} examiner fallbacks, "
+              f"{sum(bool(t.get('error')) for t in turns)} refused prompts.")  # fmt: skip
+    lines = [f"# TestAgent report: {target}", "", counts, "",
              "| score | value |", "|---|---|", *(f"| {k} | {_fmt(scores[k])} |" for k in SCORES), ""]  # fmt: skip
     if plot:
         lines += [f"![scores]({plot})", ""]
     by_topic: dict[str, list[dict]] = {}
     for t in turns:
         by_topic.setdefault(t["topic"], []).append(t)
-    lines += ["## By topic", "", "| topic | turns | " + " | ".join(SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+    lines += [
+        "## By topic",
+        "",
+        "| topic | turns | " + " | ".join(SCORES) + " |",
+        "|---|---|" + "---|" * len(SCORES),
+    ]
     for topic, ts in sorted(by_topic.items()):
         per_item: dict[tuple, list[dict]] = {}
         for t in ts:

@@ -51,7 +51,9 @@ class SessionConfig(Config):
     question_max_tokens: int = Field(64, ge=1, description="tokens of an examiner question")
     answer_max_tokens: int = Field(128, ge=1, description="tokens of a target answer")
     grade_max_tokens: int = Field(160, ge=1, description="tokens of a grader reply")
-    target_temperature: float = Field(0.0, ge=0, description="the target's sampling temperature (seeded per turn)")
+    target_temperature: float = Field(
+        0.0, ge=0, description="the target's sampling temperature (seeded per turn)"
+    )
 
 
 def session_spec(target: dict, items: Sequence[Item], turns: int, policy: str, seed: int) -> dict[str, Any]:
@@ -97,7 +99,7 @@ async def run_session(store: SessionStore, session_id: str, target, agent, polic
                 store.add_turn(session_id, record)
                 if on_turn is not None:
                     on_turn(record)
-    except Exception as err:  # noqa: BLE001 - any engine failure stops this session alone, resumably
+    except Exception as err:
         log.exception("session %s stopped", session_id)
         store.set_status(session_id, "error", error=f"{type(err).__name__}: {err}")
         return store.get(session_id)
@@ -105,7 +107,9 @@ async def run_session(store: SessionStore, session_id: str, target, agent, polic
     return store.get(session_id)
 
 
-async def _run_item(index: int, item: Item, done: list[dict], spec: dict, target, agent, policy, cfg: SessionConfig):
+async def _run_item(
+    index: int, item: Item, done: list[dict], spec: dict, target, agent, policy, cfg: SessionConfig
+):
     """The remaining turns of one item, each yielded as a record when it finishes (the caller persists it)."""
     points = [p.text for p in item.criterion]
     history = [(t["question"], t["answer"]) for t in done]

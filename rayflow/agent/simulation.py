@@ -44,14 +44,18 @@ class SimConfig(Config):
     """The simulated environment: which question type is informative and how noisy the others are."""
 
     informative: str = Field("deepen", description="the question type whose answers reveal the ability")
-    sigma_informative: float = Field(0.05, ge=0, description="answer noise (score sd) of the informative type")
+    sigma_informative: float = Field(
+        0.05, ge=0, description="answer noise (score sd) of the informative type"
+    )
     sigma_other: float = Field(0.3, ge=0, description="answer noise of every other type")
     sigma_point: float = Field(0.05, ge=0, description="per-point noise around the turn's fulfilment")
     repeat_correlation: float = Field(
         0.7, ge=0, lt=1, description="correlation of the noise when the same type is asked twice in a row"
     )
     points: int = Field(3, ge=1, description="criterion points per item")
-    redundancy_penalty: float = Field(0.01, ge=0, description="lambda: reward lost for repeating the last type")
+    redundancy_penalty: float = Field(
+        0.01, ge=0, description="lambda: reward lost for repeating the last type"
+    )
 
 
 @dataclass

@@ -97,7 +97,11 @@ class SessionStore:
             row = conn.execute(select(sessions).where(sessions.c.id == session_id)).mappings().first()
         if row is None:
             return None
-        return {**row, "spec": json.loads(row["spec"]), "scores": json.loads(row["scores"]) if row["scores"] else None}
+        return {
+            **row,
+            "spec": json.loads(row["spec"]),
+            "scores": json.loads(row["scores"]) if row["scores"] else None,
+        }
 
     def add_turn(self, session_id: str, record: dict[str, Any]) -> None:
         """Persist one finished turn (`record` holds item_index and turn)."""
@@ -110,11 +114,15 @@ class SessionStore:
         """The session's turns, by item then turn."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(turns.c.record).where(turns.c.session_id == session_id).order_by(turns.c.item_index, turns.c.turn)
+                select(turns.c.record)
+                .where(turns.c.session_id == session_id)
+                .order_by(turns.c.item_index, turns.c.turn)
             ).scalars()
             return [json.loads(r) for r in rows]
 
-    def set_status(self, session_id: str, status: str, error: str | None = None, scores: dict | None = None) -> None:
+    def set_status(
+        self, session_id: str, status: str, error: str | None = None, scores: dict | None = None
+    ) -> None:
         values: dict[str, Any] = {"status": status, "error": error, "updated_at": _now()}
         if scores is not None:
             values["scores"] = json.dumps(scores)

@@ -39,10 +39,13 @@ class SeparationConfig(Config):
 class TrainPolicyConfig(Config):
     """Learn the question-type policy over simulated sessions."""
 
-    output_dir: str = Field("outputs/train_agent_policy", description="policy.json, curve.png, summary.json, run.json")
+    output_dir: str = Field(
+        "outputs/train_agent_policy", description="policy.json, curve.png, summary.json, run.json"
+    )
     sim: SimConfig = SimConfig()
     targets: list[SimTarget] = Field(
-        [SimTarget(ability=a / 10) for a in range(1, 10)], description="simulated targets, cycled over sessions"
+        [SimTarget(ability=a / 10) for a in range(1, 10)],
+        description="simulated targets, cycled over sessions",
     )
     max_turns: int = Field(12, ge=2, description="turns per simulated session (the first a seed question)")
     rounds: int = Field(20, ge=1, description="policy updates")
@@ -54,7 +57,9 @@ class TrainPolicyConfig(Config):
     evaluation: SeparationConfig = SeparationConfig()
 
 
-def collect(policy_json: dict, cfg: TrainPolicyConfig, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, float]:
+def collect(
+    policy_json: dict, cfg: TrainPolicyConfig, seeds: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Run one simulated session per seed with `policy_json` (frozen, exploring); returns the summed
     statistics (dA, db) and the mean reward."""
     policy = LinUCBPolicy(alpha=cfg.alpha, A=policy_json["A"], b=policy_json["b"])
@@ -132,7 +137,10 @@ def run(cfg: TrainPolicyConfig) -> Result:
         policy.save(out / "policy.json")
         plot_curve(curve, out / "curve.png")
         with wf.phase("evaluate"):
-            measured = {p.name: separation(p, cfg.sim, cfg.evaluation) for p in (policy, RandomPolicy(), FixedPolicy())}
+            measured = {
+                p.name: separation(p, cfg.sim, cfg.evaluation)
+                for p in (policy, RandomPolicy(), FixedPolicy())
+            }
         ratio = measured["learned"]["mean_turns"] / measured["random"]["mean_turns"]
         summary = {"sessions": cfg.rounds * cfg.sessions_per_round, "rewards": curve, "separation": measured,
                    "learned_over_random_turns": ratio, "policy": str(out / "policy.json")}  # fmt: skip

@@ -23,8 +23,10 @@ from tests.conftest import REPO
 
 HANDBOOK = REPO / "examples/agent/handbook.jsonl"
 EVIDENCE = [
-    "An identity card is valid for 10 years for adults and 6 years for persons under 24. "
-    "Registration is free of charge; a late registration costs a fee of 25 euros."
+    (
+        "An identity card is valid for 10 years for adults and 6 years for persons under 24. "
+        "Registration is free of charge; a late registration costs a fee of 25 euros."
+    )
 ]
 OFFLINE = BenchmarkConfig(strategy="template", drafter="extractive", verifier="overlap", max_points=3)
 
@@ -78,7 +80,9 @@ def test_llm_stages_on_the_tiny_model_never_crash(retriever, tiny_model):
     from rayflow.agent.session import threaded
     from rayflow.llm import EngineConfig, build_engine
 
-    engine = build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=1024))
+    engine = build_engine(
+        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=1024)
+    )
     cfg = BenchmarkConfig(max_tokens=24, max_points=2)
     items, dropped = asyncio.run(build_items(retriever, ["Dog tax", "Noise rules"], threaded(engine), cfg))
     # The random model writes no verdict line: every point is dropped with that reason, and so every item.
@@ -97,7 +101,9 @@ def test_static_qa_converts_and_bad_lines_are_named(tmp_path):
                                                      "It is valid in the zone printed on it."]  # fmt: skip
     assert items[5].provenance["source"] == "static_qa" and items[5].provenance["line"] == 6
     bad = tmp_path / "qa.jsonl"
-    bad.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n" + json.dumps({"question": "Q?"}) + "\n")
+    bad.write_text(
+        json.dumps({"question": "Q?", "answer": "A."}) + "\n" + json.dumps({"question": "Q?"}) + "\n"
+    )
     with pytest.raises(ValueError, match=r"qa.jsonl, line 2: answer: a non-empty string"):
         items_from_qa(bad)
     with pytest.raises(ValueError, match=r"qa\[0\]: question"):

@@ -47,10 +47,14 @@ def test_linucb_update_is_ridge_regression_per_action():
 
 
 def test_state_vector_and_reward():
-    state = State(turn=3, max_turns=6, scores=[0.2, 0.4, 0.9], types=["seed", "deepen", "deepen"], uncovered=0.5)
+    state = State(
+        turn=3, max_turns=6, scores=[0.2, 0.4, 0.9], types=["seed", "deepen", "deepen"], uncovered=0.5
+    )
     x = dict(zip(FEATURES, state.features()))
     assert x["turn_fraction"] == 0.5 and x["last_score"] == 0.9 and x["trend"] == pytest.approx(0.6)
-    assert x["last_deepen"] == 1 and x["share_deepen"] == 1 and x["share_clarify"] == 0 and x["uncovered"] == 0.5
+    assert (
+        x["last_deepen"] == 1 and x["share_deepen"] == 1 and x["share_clarify"] == 0 and x["uncovered"] == 0.5
+    )
     assert uncertainty([]) == pytest.approx(np.sqrt(1 / 12))  # the prior: a uniform score
     assert uncertainty([0.5, 0.5]) < uncertainty([0.5]) < uncertainty([])
     assert uncertainty([0.1, 0.9]) > uncertainty([0.5, 0.5])

@@ -20,7 +20,9 @@ ITEMS = items_from_qa(REPO / "examples/agent/qa.jsonl")[:2]
 
 @pytest.fixture(scope="module")
 def agent(tiny_model):
-    return threaded(build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=1024)))
+    return threaded(
+        build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=1024))
+    )
 
 
 def scripted_target(fail_after: int | None = None):
