@@ -175,3 +175,12 @@ def test_rayservice_serves_the_gpu_profile_on_all_interfaces():
     assert served == profile
     ports = [p["containerPort"] for c in _cluster_spec(doc)["headGroupSpec"]["template"]["spec"]["containers"] for p in c["ports"]]  # fmt: skip
     assert 8000 in ports and 8265 in ports
+
+
+def test_render_prints_one_job_with_more_overrides(capsys):
+    render.main(["job", "generate", "engine.model=/mnt/rayflow/models/ckpt"])
+    doc = yaml.safe_load(capsys.readouterr().out)
+    words = shlex.split(doc["spec"]["entrypoint"])
+    assert words[-1] == "engine.model=/mnt/rayflow/models/ckpt"
+    cfg = load_config(_job_config_class("generate.py"), REPO / words[3], words[4:])
+    assert cfg.engine.model == "/mnt/rayflow/models/ckpt" and cfg.stage.gpus_per_actor == 1

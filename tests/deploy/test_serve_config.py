@@ -78,31 +78,47 @@ def test_dotted_and_nested_args_from_the_command_line():
         LLMAppArgs.model_validate(convert_args_to_dict(["llm.max_batch_size=many"]))
 
 
+def _when_up(url, timeout_s=240):
+    """The first 200 reply of GET `url`, polled every 2 s; fails the test after `timeout_s`."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            reply = httpx.get(url, timeout=5)
+            if reply.status_code == 200:
+                return reply
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    pytest.fail(f"{url} did not answer 200 within {timeout_s} s")
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_serve_run_brings_every_application_up_offline(ray_session, tmp_path):
-    """`serve run serve/config.yaml`, as documented, on the shared local Ray: every application answers."""
+    """`serve run serve/config.yaml`, as documented, on the shared local Ray: every application answers; then one
+    more application from a builder with dotted command-line arguments, as docs/serving.md shows."""
     from ray import serve
 
     serve.shutdown()  # the HTTP options come from the config file
-    address = ray_session.get_runtime_context().gcs_address
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", "--address", address,
-                             "--non-blocking", "serve/config.yaml"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    serve_cli = [str(Path(sys.executable).parent / "serve"), "run", "--non-blocking", "--address",
+                 ray_session.get_runtime_context().gcs_address]  # fmt: skip
+    log_path = tmp_path / "serve.log"
+
+    def serve_run(*args):
+        with log_path.open("a") as log:
+            done = subprocess.run([*serve_cli, *args], check=False, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
+        assert done.returncode == 0, log_path.read_text()[-3000:]
+
     try:
-        assert proc.wait(timeout=240) == 0, (tmp_path / "serve.log").read_text()[-3000:]
-        health = {a["name"]: a["route_prefix"].rstrip("/") + "/healthz" for a in LOCAL["applications"]}
-        deadline = time.time() + 240
-        while health and time.time() < deadline:
-            for name, route in list(health.items()):
-                try:
-                    if httpx.get(f"http://127.0.0.1:8000{route}", timeout=5).status_code == 200:
-                        del health[name]
-                except httpx.HTTPError:
-                    pass
-            time.sleep(2)
-        assert not health, f"not healthy after 240 s: {sorted(health)}"
+        serve_run("serve/config.yaml")
+        for app in LOCAL["applications"]:
+            _when_up(f"http://127.0.0.1:8000{app['route_prefix'].rstrip('/')}/healthz")
         models = httpx.get("http://127.0.0.1:8000/llm/v1/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["tiny-small"]
+        serve_run("--name", "cli", "--route-prefix", "/cli", "serve.llm:build_llm_app", "llm.engine.backend=hf",
+                  "llm.engine.model=tiny:small", "llm.served_model_name=cli-small", "llm_replica.num_cpus=0.1",
+                  "ingress_replica={num_cpus: 0.05}")  # fmt: skip
+        reply = _when_up("http://127.0.0.1:8000/cli/v1/models", timeout_s=120)
+        assert [m["id"] for m in reply.json()["data"]] == ["cli-small"]
     finally:
         serve.shutdown()
