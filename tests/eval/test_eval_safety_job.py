@@ -1,5 +1,6 @@
 """jobs/eval_safety.py as users run it (a subprocess joining a running Ray), on the shipped config with the hf
-backend: every input line ends in judgements or errors, and the metrics follow from the judgements."""
+backend and the reference preset (Llama Guard 3's native prompt): every input line ends in judgements or
+errors, and the metrics, PR-AUC and ROC-AUC included, follow from the judgements."""
 
 import json
 import os
@@ -36,7 +37,8 @@ def test_job_on_the_shipped_config(ray_session, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "jobs/eval_safety.py", "--config", "configs/eval_safety.yaml", f"input={data}",
-         f"output_dir={out}", "engine.backend=hf", "scheme=shieldlm", "stage.cpus_per_actor=0.5"],
+         f"output_dir={out}", "engine.backend=hf", "scheme=llamaguard", "judge.preset=reference",
+         "judge.label_max_tokens=8", "stage.cpus_per_actor=0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         # The job joins the tests' Ray session, as a submitted job joins its cluster (one Ray start less).
         env={**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address},
@@ -48,11 +50,21 @@ def test_job_on_the_shipped_config(ray_session, tmp_path):
     assert sorted(errors["line"]) == [17, 18, 20]  # file lines, blank line skipped
     assert any("context" in r or "longer" in r for r in errors["reason"])
     judged = pd.read_parquet(out / "judgements.parquet")
-    assert list(judged["id"])[:2] == ["en-01", "en-02"] and set(judged["prompt_version"]) == {"shieldlm/v1"}
-    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert list(judged["id"])[:2] == ["en-01", "en-02"]
+    assert set(judged["prompt_version"]) == {"llamaguard/native-3"}
+    written = json.loads((out / "metrics.json").read_text())
+    assert (written["preset"], written["native_format"], written["parsing"]) == (
+        "reference",
+        True,
+        "reference",
+    )
+    metrics = written["metrics"]
     assert metrics == json.loads(json.dumps(label_report(judged.to_dict("records"))))
     assert metrics["by_lang"]["zh"]["n"] == 8 and metrics["overall"]["n"] == 16
-    assert (out / "confusion.png").stat().st_size > 1000 and "| zh | 8 |" in (out / "report.md").read_text()
+    # Llama Guard's first token always carries p(unsafe): every row is scored, both classes are present
+    assert metrics["overall"]["scored"] == 16 and 0.0 <= metrics["overall"]["roc_auc"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert (out / "confusion.png").stat().st_size > 1000 and "| zh | 8 |" in report and "PR-AUC" in report
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
 
 

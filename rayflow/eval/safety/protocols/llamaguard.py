@@ -6,7 +6,7 @@ The native prompt is Llama Guard 3's own chat template (`chat_template` in meta-
 tokenizer_config.json) rendered for the (user, assistant) turns, as `tokenizer.apply_chat_template` renders
 it. That tokenizer is gated, so rayflow carries the template (`CHAT_TEMPLATE_LLAMA_GUARD_3`, verbatim) and
 renders it with the same Jinja settings transformers uses. Its text starts with a space before
-`<|begin_of_text|>`, ends at the assistant header (the model answers "\n\nsafe"), and lists the categories
+`<|begin_of_text|>`, ends right at the assistant header with no line break after it, and lists the categories
 by the template's short names (S3 "Sex Crimes.", S4 "Child Exploitation.", S11 "Self-Harm.", not the model
 card's longer ones). `apply_chat_template` tokenises without adding special tokens, as rayflow's engine layer
 does for raw strings. Otherwise the task is written out as one instruction for any chat model.
