@@ -1,19 +1,24 @@
 """The evaluation-set index a corpus is scanned against: exact n-gram sets behind an `rbloom` prefilter.
 
 Built once on the driver from the examples' tokens and broadcast to the scan actors. Scanning a batch of
-documents (`EvalIndex.scan`) is vectorised:
+documents (`EvalIndex.scan_arrays`) is vectorised over the whole batch, an Arrow string array read in place:
 
-1. tokens (`rules.tokenize`; ASCII documents take an Arrow path that gives the same tokens),
-2. each token's id in the examples' vocabulary; a token no example has cannot be part of a match,
-3. a 64-bit polynomial hash of every window of every needed length whose tokens are all in the vocabulary and
-   in one document (prefix sums, so each length costs a few array passes),
+1. token spans with `rules.tokenize`'s rules, in numpy: ASCII documents as bytes (NFKC is the identity there;
+   one C-level `bytes.translate` lower-cases and turns every break into a space), the others as code points
+   after Python's own NFKC and `str.lower()` (tables mark breaks and CJK characters, each a token of its own),
+   re-encoded as UTF-8 tokens; a token is a run of non-break units inside one document,
+2. a 64-bit value per token (`token_value`): a token of at most 8 UTF-8 bytes (no NUL) is its bytes, so equal
+   values mean equal tokens; a longer one gets a hash, and a window holding one has its bytes re-checked,
+3. a 64-bit polynomial hash of every window of the shortest needed lengths in one document (prefix sums),
 4. the window hashes through two filters with false positives only: a bitmap of hash buckets (one numpy
    lookup for the whole batch), then the length's rbloom Bloom filter for the windows that pass it,
-5. exact re-verification: the window's id tuple looked up in the length's exact n-gram map. Ids map one to
-   one to tokens, so a hit is a true token-for-token match and the filter never causes a missed one.
+5. exact re-verification: the window's token values looked up in the length's exact n-gram map (and the
+   strings compared where a token is long), so a hit is a true token-for-token match and the filter never
+   causes a missed one.
 
-Lengths above the shortest rule n (the gate) are looked up only where a gate-length n-gram was found at the
-same start: every longer n-gram of an example begins with one of that example's gate-grams.
+Longer lengths are not hashed: an n-gram longer than the shortest rule n (the gate, g) matches at a position
+exactly when the gate-grams at offsets 0, g, 2g, ... and n - g of it all matched the example at the same
+offsets in one document (those gate-grams cover it), so they are read off the gate's hits.
 
 Lengths: every rule's n, plus the length of each example shorter than some rule's n (its whole sequence is
 matched as one n-gram at position 0). A hit is `(example, length, position in example, position in document)`.
@@ -23,8 +28,11 @@ Plain Python, numpy and pyarrow; no Ray.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sys
 import unicodedata
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,34 +40,78 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rbloom import Bloom
 
-from rayflow.data.decontam.rules import NormalizeConfig, tokenize
+from rayflow.data.decontam.rules import NormalizeConfig, _table
 
 _P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 1 << 64)
+_Q = 0xC2B2AE3D27D4EB4F  # the long-token hash's multiplier
 _MASK = (1 << 64) - 1
 _MIX = np.uint64(0xD6E8FEB86659FD93)  # spreads the hash over the top bits the bitmap reads
-# ASCII characters the rules turn into token breaks: punctuation (category P) and Python's whitespace.
-_ASCII_PUNCT = "".join(chr(c) for c in range(128) if unicodedata.category(chr(c)).startswith("P"))
-_ASCII_SPACE = "".join(chr(c) for c in range(128) if chr(c).isspace())
+_LONG = 0xFF << 56  # top byte of a long token's value; a short token's is a UTF-8 byte or 0, never 0xFF
+_BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [_MASK], np.uint64)  # low k bytes, k = 0..8
 
 Hit = tuple[int, int, int, int]  # example, length, position in the example, position in the document
 
 
-def ngram_hash(ids: Sequence[int]) -> int:
-    """The window hash of a sequence of vocabulary ids (the same value `scan` computes for a window)."""
+def token_value(token: str) -> int:
+    """The 64-bit value of a token (the same value `scan` computes from a document's bytes): its UTF-8 bytes,
+    little-endian and zero-padded, when it has at most 8 and no NUL (one to one), else a hash with top byte 0xFF
+    (which no UTF-8 byte is)."""
+    data = token.encode()
+    if len(data) <= 8 and b"\0" not in data:
+        return int.from_bytes(data, "little")
+    h = 0
+    for k in range(0, len(data), 8):
+        h = (h * _Q + int.from_bytes(data[k : k + 8], "little")) & _MASK
+    return (h ^ len(data)) & ~_LONG & _MASK | _LONG
+
+
+def ngram_hash(values: Sequence[int]) -> int:
+    """The window hash of a sequence of token values (the same value `scan` computes for a window)."""
     h, p = 0, 1
-    for i in ids:
-        h = (h + (i + 1) * p) & _MASK
+    for v in values:
+        h = (h + v * p) & _MASK
         p = (p * _P) & _MASK
     return h
 
 
-class EvalIndex:
-    """Exact n-gram maps of every needed length with a Bloom prefilter each; picklable (broadcast by Ray).
+@functools.cache
+def code_point_classes(strip_punctuation: bool, cjk_chars: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per code point (arrays of sys.maxunicode + 1 bools): does it break tokens (punctuation when stripped, or
+    whitespace as `str.split` sees it), and is it a token of its own (a CJK character that is not a break)."""
+    breaks = np.zeros(sys.maxunicode + 1, bool)
+    own = np.zeros(sys.maxunicode + 1, bool)
+    for cp, replacement in _table(strip_punctuation, cjk_chars).items():
+        (breaks if replacement == " " else own)[cp] = True
+    breaks[[cp for cp in range(sys.maxunicode + 1) if chr(cp).isspace()]] = True
+    return breaks, own
 
-    `examples`: each example's tokens. `lengths_for(n_tokens)` in the rules decides which lengths are needed;
-    here `rule_ns` are the rules' n-gram lengths. `bloom_fpr` is the filters' false-positive rate: any value
-    gives the same hits (exact verification), a lower one fewer re-verifications.
+
+def _token_spans(word: np.ndarray, bounds: np.ndarray, own: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Start and end (exclusive) unit index of every token: maximal runs of `word` units inside one document
+    (documents span `bounds[k]:bounds[k + 1]`), each `own` unit a token by itself."""
+    n = len(word)
+    runs = np.r_[0, np.flatnonzero(word[1:] != word[:-1]) + 1, n]
+    first = 0 if n and word[0] else 1
+    starts, ends = runs[first:-1:2], runs[first + 1 :: 2]
+    # Split points inside runs: document boundaries, and either side of a unit that is a token of its own.
+    cuts = bounds[1:-1]
+    if own is not None:
+        at = np.flatnonzero(own)
+        cuts = np.r_[cuts, at, at + 1]
+    cuts = cuts[(cuts > 0) & (cuts < n)]
+    cuts = np.unique(cuts[word[cuts - 1] & word[cuts]])
+    if len(cuts):
+        starts = np.insert(starts, np.searchsorted(starts, cuts), cuts)
+        ends = np.insert(ends, np.searchsorted(ends, cuts), cuts)
+    return starts.astype(np.int64, copy=False), ends.astype(np.int64, copy=False)
+
+
+class EvalIndex:
+    """Exact n-gram maps with a Bloom prefilter each; picklable (broadcast by Ray).
+
+    `examples`: each example's tokens; `rule_ns`: the rules' n-gram lengths. `bloom_fpr` is the filters'
+    false-positive rate: any value gives the same hits (exact verification), a lower one fewer re-verifications.
     """
 
     def __init__(
@@ -72,46 +124,76 @@ class EvalIndex:
         self.normalize = normalize
         self.rule_ns = tuple(sorted(set(rule_ns)))
         self.bloom_fpr = bloom_fpr
-        self.vocab: dict[str, int] = {}
-        ids = [[self.vocab.setdefault(t, len(self.vocab)) for t in tokens] for tokens in examples]
-        self.vocab_array = pa.array(list(self.vocab), pa.string())
-        self.exact: dict[int, dict[tuple[int, ...], list[tuple[int, int]]]] = {}
+        self.examples = [list(tokens) for tokens in examples]
+        self.example_lengths = [len(tokens) for tokens in examples]
+        self.gate = min(self.rule_ns, default=0)
         longest_n = max(self.rule_ns, default=0)
-        for ex, seq in enumerate(ids):
-            lengths = {n for n in self.rule_ns if n <= len(seq)}
-            for m in lengths:
-                for pos in range(len(seq) - m + 1):
+        values = {t: token_value(t) for tokens in examples for t in tokens}
+        # A long token's value is a hash: a window holding one is re-checked against the example token's bytes.
+        self.long_tokens = {v: t.encode() for t, v in values.items() if v >> 56 == 0xFF}
+        if len(self.long_tokens) < sum(v >> 56 == 0xFF for v in values.values()):
+            raise ValueError("two evaluation tokens share a 64-bit value; cannot index them exactly")
+        lengths: set[int] = set()
+        # Exact maps (token values -> (example, position)) of the lengths that are hashed: up to the gate.
+        self.exact: dict[int, dict[tuple[int, ...], list[tuple[int, int]]]] = {}
+        for ex, tokens in enumerate(examples):
+            seq = [values[t] for t in tokens]
+            needed = {n for n in self.rule_ns if n <= len(seq)}
+            if 0 < len(seq) < longest_n:  # a short example, matched whole
+                needed.add(len(seq))
+            lengths |= needed
+            for m in needed:
+                if m > self.gate:
+                    continue
+                starts = range(len(seq) - m + 1) if m in self.rule_ns else range(1)
+                for pos in starts:
                     self.exact.setdefault(m, {}).setdefault(tuple(seq[pos : pos + m]), []).append((ex, pos))
-            if 0 < len(seq) < longest_n and len(seq) not in lengths:  # a short example, matched whole
-                self.exact.setdefault(len(seq), {}).setdefault(tuple(seq), []).append((ex, 0))
-        self.lengths = tuple(sorted(self.exact))
+        self.lengths = tuple(sorted(lengths))
         self._build_filters()
-        digest = hashlib.sha256(repr((self.rule_ns, normalize.model_dump(), ids)).encode())
+        digest = hashlib.sha256(repr((self.rule_ns, normalize.model_dump(), self.examples)).encode())
         self.fingerprint = digest.hexdigest()[:16]
         self._powers = np.ones(1, np.uint64)
         self._inverse_powers = np.ones(1, np.uint64)
-        breaks = (_ASCII_PUNCT if normalize.strip_punctuation else "") + _ASCII_SPACE
-        self._ascii_table = str.maketrans(breaks, " " * len(breaks))
+        # ASCII bytes in one `bytes.translate`: upper case lowered (when configured); punctuation (when stripped)
+        # and Python's whitespace become spaces, the only byte that then breaks tokens.
+        table = bytearray(range(256))
+        for c in range(128):
+            if (normalize.strip_punctuation and unicodedata.category(chr(c)).startswith("P")) or chr(c).isspace():
+                table[c] = ord(" ")
+            elif normalize.lowercase:
+                table[c] = ord(chr(c).lower())
+        self._ascii_table = bytes(table)
 
     def _build_filters(self) -> None:
-        """Per length: a bitmap of hash buckets (one-hash filter, a vectorised numpy lookup) and the rbloom."""
+        """Per hashed length: a bitmap of hash buckets (one-hash filter, a vectorised numpy lookup), the rbloom,
+        and the exact map as arrays sorted by hash (n-gram values, and each n-gram's (example, position)s)."""
         self.blooms: dict[int, Bloom] = {}
         self.bitmaps: dict[int, tuple[np.ndarray, int]] = {}
+        self.tables: dict[int, tuple[np.ndarray, ...]] = {}
         for m, grams in self.exact.items():
-            hashes = [ngram_hash(g) for g in grams]
+            hashes = np.array([ngram_hash(g) for g in grams], np.uint64)
             self.blooms[m] = Bloom(max(len(hashes), 1), self.bloom_fpr)
-            self.blooms[m].update(hashes)
-            bits = max(16, (16 * len(hashes)).bit_length())  # >= 16 buckets per n-gram: ~6% pass
+            self.blooms[m].update(hashes.tolist())
+            bits = max(16, (64 * len(hashes)).bit_length())  # >= 64 buckets per n-gram: < 1.6% pass
             bitmap = np.zeros(1 << bits, bool)
             with np.errstate(over="ignore"):
-                bitmap[(np.array(hashes, np.uint64) * _MIX) >> np.uint64(64 - bits)] = True
+                bitmap[(hashes * _MIX) >> np.uint64(64 - bits)] = True
             self.bitmaps[m] = (bitmap, 64 - bits)
+            order = np.argsort(hashes, kind="stable")
+            entries = [grams[g] for g in list(grams)]
+            counts = np.array([len(e) for e in entries], np.int64)[order]
+            pointers = np.zeros(len(grams) + 1, np.int64)
+            np.cumsum(counts, out=pointers[1:])
+            flat = np.array([pair for g in order.tolist() for pair in entries[g]], np.int64).reshape(-1, 2)
+            same_hash = np.unique(hashes, return_counts=True)[1].max(initial=1)  # > 1 only on a 64-bit collision
+            gram_values = np.array(list(grams), np.uint64).reshape(len(grams), m)[order]
+            self.tables[m] = (hashes[order], gram_values, pointers, flat[:, 0], flat[:, 1], int(same_hash))
 
     # rbloom filters with Python's own (fastest) hash cannot be serialised: each scan actor rebuilds them (and
     # the bitmaps) from the exact maps it receives, once.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["blooms"], state["bitmaps"]
+        del state["blooms"], state["bitmaps"], state["tables"]
         state["_powers"] = state["_inverse_powers"] = np.ones(1, np.uint64)
         return state
 
@@ -119,21 +201,96 @@ class EvalIndex:
         self.__dict__.update(state)
         self._build_filters()
 
-    def tokens(self, texts: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
-        """Tokens of every text, flat and in order, and the index of the text each token belongs to."""
-        lower, table = self.normalize.lowercase, self._ascii_table
-        # For ASCII text NFKC is the identity, so lower-casing and turning punctuation and whitespace into spaces
-        # (C-level `str.translate`) gives `tokenize`'s tokens separated by spaces; other text is tokenised in
-        # Python and re-joined with spaces (tokens hold no whitespace). One Arrow split then serves both.
-        spaced = [
-            (t.lower() if lower else t).translate(table).strip(" ") if t.isascii()
-            else " ".join(tokenize(t, self.normalize))
-            for t in texts
-        ]  # fmt: skip
-        nonempty = [i for i, t in enumerate(spaced) if t]
-        lists = pc.ascii_split_whitespace(pa.array([spaced[i] for i in nonempty], pa.string()))
-        owner = np.array(nonempty, np.int64)[pc.list_parent_indices(lists).to_numpy()]
-        return pc.list_flatten(lists), owner
+    def tokens(self, texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+        """The scan's tokens of every text (grouped by text) and the index of the text each token belongs to."""
+        buf, starts, ends, owner, _ = self._spans(texts)
+        return pa.array([buf[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())], pa.string()), owner
+
+    def _spans(self, texts: pa.Array | Sequence[str]) -> tuple[bytes, np.ndarray, ...]:
+        """Tokens as byte spans, grouped by text: (UTF-8 bytes padded by 8 zero bytes, starts, ends, the text of
+        each token, each text's first token). `texts`: an Arrow string array (read in place) or a list of str;
+        null counts as empty."""
+        texts = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.large_string())
+        texts = pc.fill_null(texts, "")
+        is_ascii = pc.string_is_ascii(texts)
+        if pc.all(is_ascii).as_py() is not False:
+            buf, starts, ends, owner, first = self._ascii_spans(texts)
+            return buf + bytes(8), starts, ends, owner, first
+        mask = is_ascii.to_numpy(zero_copy_only=False)
+        ascii_docs, other_docs = np.flatnonzero(mask), np.flatnonzero(~mask)
+        ascii_buf, a_starts, a_ends, a_owner, a_first = self._ascii_spans(texts.filter(is_ascii))
+        other = self._unicode_spans(texts.filter(pc.invert(is_ascii)).to_pylist())
+        first = np.zeros(len(texts), np.int64)
+        first[ascii_docs], first[other_docs] = a_first, other[4] + len(a_starts)
+        return (ascii_buf + other[0] + bytes(8), np.r_[a_starts, other[1] + len(ascii_buf)],
+                np.r_[a_ends, other[2] + len(ascii_buf)], np.r_[ascii_docs[a_owner], other_docs[other[3]]],
+                first)  # fmt: skip
+
+    def _ascii_spans(self, texts: pa.Array) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+        """ASCII texts, as bytes from the Arrow buffers: NFKC is the identity, the rest one byte table."""
+        width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+        offsets, data = texts.buffers()[1:3]
+        bounds = np.frombuffer(offsets, width)[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
+        raw = data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes() if data is not None else b""
+        bounds -= bounds[0]
+        buf = raw.translate(self._ascii_table)
+        starts, ends = _token_spans(np.frombuffer(buf, np.uint8) != ord(" "), bounds)
+        first = np.searchsorted(starts, bounds[:-1])
+        return buf, starts, ends, _owners(len(starts), first), first
+
+    def _unicode_spans(self, texts: list[str]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+        """Other texts: Python's NFKC and `str.lower`, then code points (UTF-32) through the class tables; the
+        tokens come back as consecutive UTF-8 strings."""
+        cfg = self.normalize
+        if cfg.nfkc:
+            texts = [unicodedata.normalize("NFKC", t) for t in texts]
+        if cfg.lowercase:
+            texts = [t.lower() for t in texts]
+        units = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
+        bounds = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum([len(t) for t in texts], out=bounds[1:])
+        breaks, own = code_point_classes(cfg.strip_punctuation, cfg.cjk_chars)
+        word = ~breaks[units]
+        starts, ends = _token_spans(word, bounds, own[units])
+        kept = units[word]  # the tokens' code points, consecutive
+        utf8 = np.zeros(len(kept) + 1, np.int64)  # UTF-8 offsets: 1 to 4 bytes per code point
+        np.cumsum(1 + (kept >= 0x80) + (kept >= 0x800) + (kept >= 0x10000), out=utf8[1:])
+        rank = np.cumsum(word) - word  # index of each word unit among the kept ones
+        offsets = utf8[np.r_[rank[starts], len(kept)]] if len(starts) else np.zeros(1, np.int64)
+        buf = kept.tobytes().decode("utf-32-le").encode("utf-8")
+        first = np.searchsorted(starts, bounds[:-1])
+        return buf, offsets[:-1], offsets[1:], _owners(len(starts), first), first
+
+    def _values(self, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`token_value` of every span, vectorised (8 bytes read, unaligned, at each token start), and the
+        indexes of the long tokens (hashed values)."""
+        words = np.ndarray((len(buf) - 7,), "<u8", buffer=buf, strides=(1,))
+        lens = ends - starts
+        values = words[starts] & _BYTE_MASKS[np.minimum(lens, 8)]
+        long = lens > 8
+        if b"\0" in buf[:-8]:  # the tokens holding a NUL byte are long too
+            nul = np.flatnonzero(np.frombuffer(buf, np.uint8)[:-8] == 0)
+            token = np.searchsorted(starts, nul, side="right") - 1
+            long[token[(token >= 0) & (nul < ends[np.maximum(token, 0)])]] = True
+        long = np.flatnonzero(long)
+        if len(long):
+            values[long] = self._long_values(words, buf, starts[long], lens[long])
+        return values, long
+
+    @staticmethod
+    def _long_values(words: np.ndarray, buf: bytes, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """`token_value` of long tokens: 8-byte chunks folded into a hash (in Python past 256 bytes)."""
+        h = words[starts] & _BYTE_MASKS[np.minimum(lens, 8)]
+        for k in range(8, 256, 8):
+            more = np.flatnonzero(lens > k)
+            if not len(more):
+                break
+            chunk = words[starts[more] + k] & _BYTE_MASKS[np.minimum(lens[more] - k, 8)]
+            h[more] = h[more] * np.uint64(_Q) + chunk
+        h = (h ^ lens.astype(np.uint64)) & np.uint64(~_LONG & _MASK) | np.uint64(_LONG)
+        for j in np.flatnonzero(lens > 256).tolist():
+            h[j] = token_value(buf[starts[j] : starts[j] + lens[j]].decode())
+        return h
 
     def _grow(self, size: int) -> None:
         if len(self._powers) >= size:
@@ -145,52 +302,110 @@ class EvalIndex:
                 np.r_[np.uint64(1), np.full(size - 1, _P_INV, np.uint64)], dtype=np.uint64
             )
 
-    def scan(self, texts: Sequence[str]) -> list[list[Hit]]:
+    def scan(self, texts: pa.Array | Sequence[str]) -> list[list[Hit]]:
         """Per text, its hits `(example, length, example position, document position)`, in no fixed order."""
-        hits: list[list[Hit]] = [[] for _ in texts]
-        if not self.lengths or not texts:
-            return hits
-        tokens, owner = self.tokens(texts)
-        total = len(tokens)
-        if total == 0:
-            return hits
-        ids = pc.fill_null(pc.index_in(tokens, value_set=self.vocab_array), -1).to_numpy().astype(np.int64)
-        missing = np.concatenate([[0], np.cumsum(ids < 0)])
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        doc_start = np.zeros(len(texts), np.int64)
-        doc_start[owner[starts]] = starts
+        doc, example, length, pos, doc_pos = self.scan_arrays(texts)
+        hits: list[list[Hit]] = [[] for _ in range(len(texts))]
+        for d, *hit in zip(doc.tolist(), example.tolist(), length.tolist(), pos.tolist(), doc_pos.tolist()):
+            hits[d].append(tuple(hit))
+        return hits
+
+    def scan_arrays(self, texts: pa.Array | Sequence[str]) -> tuple[np.ndarray, ...]:
+        """Every hit of a batch as five int64 arrays: text index, example, length, example position, position
+        in the text (tokens). `texts`: an Arrow string array (read in place) or a list of str."""
+        found = [np.zeros((0, 5), np.int64)]
+        if self.lengths and len(texts):
+            spans = self._spans(texts)
+            if len(spans[1]):
+                found += self._match(*spans)
+        return tuple(np.concatenate(found).T)
+
+    def _match(self, buf: bytes, starts, ends, owner, doc_start) -> list[np.ndarray]:
+        """Hit columns (text, example, length, example position, token position in the text) of one batch."""
+        values, long = self._values(buf, starts, ends)
+        total = len(values)
         self._grow(total + 1)
+        found, gate_hits = [], np.zeros((0, 3), np.int64)
         with np.errstate(over="ignore"):
-            prefix = np.concatenate(
-                [[np.uint64(0)], np.cumsum((ids + 1).astype(np.uint64) * self._powers[:total], dtype=np.uint64)]
-            )
-            gate = min(self.rule_ns, default=0)
-            gate_found = np.zeros(0, np.int64)
-            for m in self.lengths:
-                if total < m:
+            prefix = np.zeros(total + 1, np.uint64)
+            np.cumsum(values * self._powers[:total], dtype=np.uint64, out=prefix[1:])
+            for m in self.exact:  # the lengths up to the gate: every window in one document, hashed
+                n = total - m + 1
+                if n <= 0:
                     continue
-                valid = (missing[m:] == missing[:-m]) & (owner[: total - m + 1] == owner[m - 1 :])
-                if m > gate:
-                    # A longer n-gram of an example starts with one of its `gate`-grams: only windows whose
-                    # gate-gram was found can match, so the rest are not even looked up.
-                    at = gate_found[gate_found <= total - m]
-                    at = at[valid[at]]
-                else:
-                    at = np.flatnonzero(valid)
-                h = (prefix[at + m] - prefix[at]) * self._inverse_powers[at]
+                h = (prefix[m:] - prefix[:n]) * self._inverse_powers[:n]
                 bitmap, shift = self.bitmaps[m]
-                first = bitmap[(h * _MIX) >> np.uint64(shift)]
-                at, h = at[first], h[first]
+                at = np.flatnonzero(bitmap[(h * _MIX) >> np.uint64(shift)] & (owner[m - 1 :] == owner[:n]))
+                h = h[at]
                 bloom = self.blooms[m]
                 maybe = np.fromiter(map(bloom.__contains__, h.tolist()), bool, count=len(at))
-                exact = self.exact[m]
-                matched = []
-                for i in at[maybe].tolist():
-                    entries = exact.get(tuple(ids[i : i + m].tolist()))
-                    if entries:  # None: a Bloom false positive (or a hash collision), dropped here
-                        matched.append(i)
-                        doc = int(owner[i])
-                        hits[doc].extend((ex, m, pos, i - int(doc_start[doc])) for ex, pos in entries)
-                if m == gate:
-                    gate_found = np.array(matched, np.int64)
-        return hits
+                at, row = self._verify(m, at[maybe], h[maybe], values)
+                if len(long):
+                    keep = self._long_tokens_equal(buf, starts, ends, values, long, at, m)
+                    at, row = at[keep], row[keep]
+                _, _, pointers, examples, positions, _ = self.tables[m]
+                counts = pointers[row + 1] - pointers[row]
+                entry = np.repeat(pointers[row] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+                at = np.repeat(at, counts)
+                hit = [owner[at], examples[entry], np.full(len(at), m), positions[entry], at - doc_start[owner[at]]]
+                found.append(np.stack(hit, 1))
+                if m == self.gate:
+                    gate_hits = np.stack([at, examples[entry], positions[entry]], 1)
+        found.append(self._longer(gate_hits, owner, doc_start))
+        return found
+
+    def _verify(self, m: int, at: np.ndarray, h: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The windows among `at` (hashes `h`) whose token values equal an n-gram of the exact map, and its row."""
+        hashes, gram_values, _, _, _, same_hash = self.tables[m]
+        first = np.searchsorted(hashes, h)
+        window = values[at[:, None] + np.arange(m)]
+        row = np.full(len(at), -1, np.int64)
+        for k in range(same_hash):  # one pass unless two n-grams share a 64-bit hash
+            r = first + k
+            ok = r < len(hashes)
+            ok[ok] = hashes[r[ok]] == h[ok]
+            ok[ok] = (gram_values[r[ok]] == window[ok]).all(1)
+            row[ok] = r[ok]
+        keep = row >= 0  # the rest: Bloom false positives (or hash collisions), dropped here
+        return at[keep], row[keep]
+
+    def _long_tokens_equal(self, buf, starts, ends, values, long: np.ndarray, at: np.ndarray, m: int) -> np.ndarray:
+        """Per window `at[k]..at[k]+m`: do its long tokens (hashed values) have the bytes of the example tokens
+        they matched? Each long token in the windows is compared once."""
+        lo, hi = np.searchsorted(long, at), np.searchsorted(long, at + m)
+        count = hi - lo
+        inside = long[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())]
+        bad = [j for j in np.unique(inside).tolist()
+               if buf[starts[j] : ends[j]] != self.long_tokens.get(int(values[j]))]  # fmt: skip
+        if not bad:
+            return np.ones(len(at), bool)
+        bad = np.array(bad, np.int64)
+        return np.searchsorted(bad, at + m) == np.searchsorted(bad, at)
+
+    def _longer(self, gate_hits: np.ndarray, owner: np.ndarray, doc_start: np.ndarray) -> np.ndarray:
+        """Hits of the lengths above the gate g, read off the gate's hits (rows `token, example, position`): an
+        m-gram matches at a hit when the gate-grams at offsets g, 2g, ... < m - g and m - g matched the same
+        example on the same diagonal (they cover it) and it ends in the same document."""
+        g, found = self.gate, [np.zeros((0, 5), np.int64)]
+        i, ex, pos = gate_hits.T
+        span = max(self.example_lengths, default=0) + 1
+        # One group per (diagonal, example); a gate hit's key is its group and its position.
+        _, group = np.unique((i - pos + span) * len(self.example_lengths) + ex, return_inverse=True)
+        keys = np.unique(group * span + pos)
+        size = np.array(self.example_lengths, np.int64)[ex]
+        for m in (m for m in self.lengths if m > g):
+            ok = (pos + m <= size) & (i + m <= len(owner))
+            if m not in self.rule_ns:  # an example shorter than some rule n, matched whole
+                ok &= size == m
+            ok[ok] = owner[i[ok] + m - 1] == owner[i[ok]]
+            for k in [*range(g, m - g, g), m - g]:
+                ok[ok] = np.isin(group[ok] * span + pos[ok] + k, keys)
+            t = i[ok]
+            found.append(np.stack([owner[t], ex[ok], np.full(len(t), m), pos[ok], t - doc_start[owner[t]]], 1))
+        return np.concatenate(found)
+
+
+def _owners(n_tokens: int, first_tokens: np.ndarray) -> np.ndarray:
+    """The document of each token, from each document's first token index."""
+    marks = np.bincount(first_tokens, minlength=n_tokens + 1)[:n_tokens]
+    return np.cumsum(marks) - 1

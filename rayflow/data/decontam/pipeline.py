@@ -195,21 +195,31 @@ class Scanner:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.process_time()
-        texts = batch.column("text").to_pylist()
-        good = np.flatnonzero(pc.is_null(batch.column("error")).to_numpy(zero_copy_only=False)).tolist()
-        hits: list[list] = [[] for _ in texts]
-        fragments: list[list[str] | None] = [None] * len(texts)
-        n_bytes = [0] * len(texts)
-        for i, found in zip(good, self.index.scan([texts[i] for i in good])):
-            hits[i] = [{"example": e, "length": m, "pos": p, "doc_pos": d} for e, m, p, d in found]
-            n_bytes[i] = len(texts[i].encode())
-            if self.filter.enabled:
-                starts = [d for _, m, _, d in found if m == self.gpt3_n]
-                fragments[i] = clean_document(texts[i], starts, self.gpt3_n, self.filter, self.index.normalize)
+        text = batch.column("text").combine_chunks()
+        good = pc.is_null(batch.column("error")).combine_chunks()
+        rows = np.flatnonzero(good.to_numpy(zero_copy_only=False))
+        # Hits as Arrow columns straight from the index's arrays: one list of structs per document.
+        doc, example, length, pos, doc_pos = self.index.scan_arrays(text.filter(good))
+        order = np.argsort(doc, kind="stable")
+        doc = rows[doc[order]]
+        offsets = np.zeros(len(text) + 1, np.int32)
+        np.cumsum(np.bincount(doc, minlength=len(text)), out=offsets[1:])
+        hits = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
+            [pa.array(a[order], t.type) for a, t in zip((example, length, pos, doc_pos), HIT)],
+            fields=list(HIT)))  # fmt: skip
+        n_bytes = pc.if_else(good, pc.fill_null(pc.binary_length(text), 0), 0).cast(pa.int64())
+        fragments: list[list[str] | None] = [None] * len(text)
+        if self.filter.enabled:
+            texts = text.to_pylist()
+            starts = [[] for _ in texts]
+            for d, m, at in zip(doc.tolist(), length[order].tolist(), doc_pos[order].tolist()):
+                if m == self.gpt3_n:
+                    starts[d].append(at)
+            for i in rows.tolist():
+                fragments[i] = clean_document(texts[i], starts[i], self.gpt3_n, self.filter, self.index.normalize)
         columns = {name: batch.column(name) for name in ("source", "row", "id", "error", "reason", "raw")}
-        columns.update(n_bytes=pa.array(n_bytes, pa.int64()), hits=pa.array(hits, SCAN_SCHEMA.field("hits").type),
-                       fragments=pa.array(fragments, pa.list_(pa.string())))  # fmt: skip
-        columns["scan_s"] = pa.array([(time.process_time() - started) / max(len(texts), 1)] * len(texts))
+        columns.update(n_bytes=n_bytes, hits=hits, fragments=pa.array(fragments, pa.list_(pa.string())))
+        columns["scan_s"] = pa.array(np.full(len(text), (time.process_time() - started) / max(len(text), 1)))
         return pa.table({name: columns[name] for name in SCAN_SCHEMA.names}, schema=SCAN_SCHEMA)
 
 

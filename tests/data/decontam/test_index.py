@@ -6,7 +6,7 @@ import random
 
 from rayflow.data.decontam import NormalizeConfig, tokenize
 from rayflow.data.decontam.clean import FilterConfig, clean_document, token_spans
-from rayflow.data.decontam.index import EvalIndex, ngram_hash
+from rayflow.data.decontam.index import EvalIndex, ngram_hash, token_value
 
 NORM = NormalizeConfig()
 VOCAB = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "東", "京", "Ｘｙ"]
@@ -56,9 +56,44 @@ def test_hits_are_exact_even_with_a_very_leaky_bloom_filter():
 
 def test_window_hash_matches_the_eval_side_hash():
     index = EvalIndex([["a", "b", "c", "d"]], [2], NORM)
-    assert [(m, g) for m in index.exact for g in index.exact[m]] == [(2, (0, 1)), (2, (1, 2)), (2, (2, 3))]
+    v = [token_value(t) for t in "abcd"]
+    assert [(m, g) for m in index.exact for g in index.exact[m]] == [(2, (v[0], v[1])), (2, (v[1], v[2])),
+                                                                     (2, (v[2], v[3]))]  # fmt: skip
     assert index.scan(["x c d"]) == [[(0, 2, 2, 1)]]
-    assert ngram_hash([0, 1]) != ngram_hash([1, 0])
+    assert ngram_hash([v[0], v[1]]) != ngram_hash([v[1], v[0]])
+
+
+def test_token_values_are_exact_for_short_tokens_and_long_ones_are_checked_as_bytes():
+    words = ["a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "東京", "x" * 300, "x" * 299 + "y", "é" * 5, "n\0", "n"]
+    tokens = tokenize(" ".join(words))
+    index = EvalIndex([tokens], [1], NORM)
+    ascii_text = "ASCII only: " + " ".join(tokens[:4])
+    buf, starts, ends, owner, _ = index._spans([" ".join(tokens), ascii_text])
+    assert owner.tolist() == [1] * 6 + [0] * len(tokens)  # grouped: ASCII texts first
+    tokens = tokenize(ascii_text) + tokens
+    assert index._values(buf, starts, ends)[0].tolist() == [token_value(t) for t in tokens]
+    assert len({token_value(t) for t in tokens}) == len(set(tokens))
+    assert token_value("ab") == int.from_bytes(b"ab", "little")  # its bytes: equal values, equal tokens
+    assert token_value("n\0") >> 56 == token_value("abcdefghi") >> 56 == 0xFF  # hashed: bytes re-checked
+    # A long token's value is a hash: a window matching on values still needs the bytes. Make the example's
+    # token hold other bytes under the same value, as a hash collision would: the match goes.
+    long_a, long_b = "q" * 9, "r" * 9  # 9 bytes: long
+    index = EvalIndex([[long_a, "z"]], [2], NORM)
+    assert index.scan([f"{long_a} z", f"{long_b} z"]) == [[(0, 2, 0, 0)], []]
+    index.long_tokens[token_value(long_a)] = long_b.encode()
+    assert index.scan([f"{long_a} z"]) == [[]]
+
+
+def test_longer_ngrams_are_read_off_the_gate_hits_within_one_document():
+    seq = [f"w{i}" for i in range(20)]
+    index = EvalIndex([seq], [4, 6, 13], NORM)  # 13 = gate 4 at offsets 0, 4, 8 and 9
+    doc = " ".join(seq[2:16])  # tokens 2..15 of the example: 13-grams at 2 and 3
+    got = set(index.scan([doc])[0])
+    assert {(p, d) for ex, m, p, d in got if m == 13} == {(2, 0), (3, 1)}
+    assert {(p, d) for ex, m, p, d in got if m == 6} == {(p, p - 2) for p in range(2, 11)}
+    # The same tokens split over two documents match nowhere across the boundary.
+    split = index.scan([" ".join(seq[2:9]), " ".join(seq[9:16])])
+    assert not [h for hits in split for h in hits if h[1] == 13]
 
 
 def test_ascii_fast_path_tokenises_like_tokenize():
