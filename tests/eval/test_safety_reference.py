@@ -175,6 +175,20 @@ def test_llama_guard_3_native_prompt_is_its_chat_template():
     assert prompt_version("llamaguard", prompt_format(True)) == "llamaguard/native-3"
 
 
+def test_llama_guard_3_template_renders_as_transformers_renders_it(tiny_model):
+    from transformers import AutoTokenizer
+
+    from rayflow.eval.safety.protocols.llamaguard import CHAT_TEMPLATE_LLAMA_GUARD_3
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    for query, response in ((QUERY, RESPONSE), ("  {x} ", "")):
+        messages = [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
+        expected = tokenizer.apply_chat_template(
+            messages, chat_template=CHAT_TEMPLATE_LLAMA_GUARD_3, tokenize=False
+        )
+        assert build_prompt("llamaguard", query, response, native=True) == expected
+
+
 # ---- reference parsing ---------------------------------------------------------------------------------------
 
 
