@@ -20,6 +20,7 @@ flight: its sessions show `interrupted` and POST .../run resumes them. See docs/
 # pydantic model only when the annotation is the class itself, not a string.
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -130,7 +131,8 @@ class AgentServer:
         self.llm = llm
         self.generate = from_deployment(llm)
         self.store = SessionStore(args.store)
-        self.embedder = Embedder(args.index.embedder)  # loads on the first benchmark built from documents
+        self.embedder: Embedder | None = None  # loaded by the first benchmark built from documents
+        self._embedder_lock = threading.Lock()
         self.running: dict[str, asyncio.Task] = {}
         for sid in self.store.ids("running"):  # a replica before this one stopped mid-session
             self.store.set_status(sid, "interrupted", error="the service restarted; POST .../run resumes it")
@@ -232,6 +234,9 @@ class AgentServer:
 
     async def _build(self, documents: list[Document], topics: list[str] | None):
         def index():
+            with self._embedder_lock:
+                if self.embedder is None:
+                    self.embedder = Embedder(self.args.index.embedder)
             retriever = Retriever.empty(self.args.index, embedder=self.embedder)
             retriever.add_documents(documents)
             return retriever
