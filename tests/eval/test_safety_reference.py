@@ -330,7 +330,8 @@ def test_presets_fill_only_unset_settings():
     # Safety-J: 1,024 tokens in its label-level script (no stop), 4,096 in its critique-level one
     assert (label.max_tokens, label.stop, critique.max_tokens) == (1024, (), 4096)
     quick = sampling_for(JudgeRequest(query="q", response="r", mode="label"), JudgeConfig())
-    assert quick.max_tokens == 24 and "[Analysis]" in quick.stop
+    assert quick.max_tokens == 24 and "[Analysis]" in quick.stop and quick.logprobs == 20  # every scheme
+    assert sampling_for(JudgeRequest(query="q", response="r"), JudgeConfig(logprobs=0)).logprobs is None
 
 
 def test_preset_applies_through_a_job_config(tmp_path):

@@ -65,7 +65,7 @@ class JudgeConfig(Config):
         "qwen", description="shieldlm native prompts: the checkpoint's base model (its chat wrapping)"
     )
     logprobs: int = Field(
-        20, ge=1, le=20, description="top-k log-probs read at the verdict token for p_unsafe"
+        20, ge=0, le=20, description="top-k log-probs read at the verdict token for p_unsafe; 0 = no p_unsafe"
     )
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy, as judges are run")
 
@@ -127,7 +127,7 @@ def sampling_for(request: JudgeRequest, config: JudgeConfig) -> SamplingParams:
     else:
         max_tokens, stop = config.setting("max_tokens"), ()
     return SamplingParams(
-        temperature=config.temperature, max_tokens=max_tokens, stop=stop, logprobs=config.logprobs
+        temperature=config.temperature, max_tokens=max_tokens, stop=stop, logprobs=config.logprobs or None
     )
 
 
