@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from rayflow.config import AppArgs
-from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, judge
+from rayflow.eval.safety.judge import JudgeConfig, JudgeRequest, JudgeResult, judge
 from rayflow.eval.safety.metaeval import (
     PROMPT_VERSION,
     MetaEvalConfig,
@@ -44,9 +44,17 @@ class JudgeAppArgs(AppArgs):
     judge_model: str | None = Field(
         None, description="name reported as judge_model; None = llm's served name"
     )
-    max_reference_aius: int = Field(64, ge=1, description="reference_aius per meta-eval item (one verdict each)")
+    max_reference_aius: int = Field(
+        64, ge=1, description="reference_aius per meta-eval item (one verdict each)"
+    )
     evidence_db: str | None = Field(
         None, description="SQLAlchemy URL of the contamination evidence behind /v1/contamination; None = 404"
+    )
+    max_batch_size: int = Field(
+        64, ge=1, description="/v1/judge/safety requests judged together (one LLM call); 1 = one at a time"
+    )
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, description="longest wait for more requests to join a batch"
     )
     llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
     judge_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
@@ -84,6 +92,43 @@ class SafetyJudgeServer:
         self.model_name = args.judge_model or args.llm.model_name
         self.llm = llm
         self.generate = from_deployment(llm)
+        self.set_batching(args.max_batch_size, args.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _judge(self, batches: list[list[JudgeRequest]]) -> list[list[JudgeResult] | Exception]:
+        """Judge the items of concurrent requests together: one `judge` call, so their prompts reach the LLM
+        deployment in one call and share engine batches. Should it raise, each request is judged alone, so
+        the failure reaches only the request that causes it."""
+        flat = [r for batch in batches for r in batch]
+        try:
+            results = await judge(flat, self.generate, self.args.judge, self.model_name)
+        except Exception:
+            if len(batches) == 1:
+                raise
+            return [await self._judge_alone(batch) for batch in batches]
+        out, at = [], 0
+        for batch in batches:
+            out.append(results[at : at + len(batch)])
+            at += len(batch)
+        return out
+
+    async def _judge_alone(self, batch: list[JudgeRequest]) -> list[JudgeResult] | Exception:
+        try:
+            return await judge(batch, self.generate, self.args.judge, self.model_name)
+        except Exception as err:  # noqa: BLE001 - handed to this request alone, which raises it
+            return err
+
+    async def judge_requests(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
+        """Judge one HTTP request's items, batched with concurrent requests'."""
+        out = await self._judge(requests)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        """Change request batching on the live replica (max_batch_size=1: each request judged alone)."""
+        self._judge.set_max_batch_size(max_batch_size)
+        self._judge.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
         app = guarded_app("rayflow safety judge", self.args.http)
@@ -103,9 +148,9 @@ class SafetyJudgeServer:
         async def safety(body: dict):
             request = _validate(JudgeRequest, JudgeBatch, body, self.args.http.max_items)
             if isinstance(request, JudgeBatch):
-                results = await judge(request.items, self.generate, self.args.judge, self.model_name)
+                results = await self.judge_requests(request.items)
                 return {"results": [r.model_dump() for r in results]}
-            [result] = await judge([request], self.generate, self.args.judge, self.model_name)
+            [result] = await self.judge_requests([request])
             if result.error is not None:
                 raise bad_request(
                     f"query/response: the judge model refused the prompt: {result.error}", "query"
@@ -117,7 +162,9 @@ class SafetyJudgeServer:
             request = _validate(MetaEvalItem, MetaEvalBatch, body, self.args.http.max_items)
             items = request.items if isinstance(request, MetaEvalBatch) else [request]
             for i, item in enumerate(items):  # each reference AIU costs one verdict generation
-                where = f"items[{i}].reference_aius" if isinstance(request, MetaEvalBatch) else "reference_aius"
+                where = (
+                    f"items[{i}].reference_aius" if isinstance(request, MetaEvalBatch) else "reference_aius"
+                )
                 check_count(item.reference_aius, where, self.args.max_reference_aius)
             results = await meta_evaluate(items, self.generate, self.args.metaeval)
             if isinstance(request, MetaEvalItem):

@@ -12,7 +12,8 @@ An `Engine` does two things, in batches:
   own without special tokens, and the model reads `prompt_ids + completion_ids`. `Scored.logprobs[i]` is
   log p(completion_ids[i] | prompt_ids, completion_ids[:i]) in nats, computed in fp32 where the backend
   allows. Pass token ids instead of strings to control tokenisation yourself (e.g. to append EOS).
-  Returns, per pair and in order, a `Scored` or a `PromptRejected`.
+  Returns, per pair and in order, a `Scored` or a `PromptRejected`; with `top_logprobs=k` each `Scored`
+  also holds the k likeliest tokens at every completion position (`Scored.top`).
 
 A prompt the engine cannot serve costs only itself: every backend answers it with a `PromptRejected` and
 serves the rest of the batch (the rule is in `rayflow.llm.prompts`). Mistakes in the call itself (a prompt
@@ -72,6 +73,25 @@ class SamplingParams(Config):
         None, ge=0, le=SEED_MAX, description="sampling seed (temperature > 0), 0..2**63-1; None = engine seed"
     )
     logprobs: int | None = Field(None, ge=0, le=20, description="top-k log-probs per generated token")
+    top_k: int = Field(
+        0, ge=-1, description="sample from the k likeliest tokens only; 0 or -1 = all (vLLM's -1)"
+    )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        description="subtracted from the logit of every token already generated (OpenAI's)",
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="subtracted from a token's logit once per time it was generated"
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="divides positive (multiplies negative) logits of prompt and output tokens; 1 = off",
+    )
+    min_tokens: int = Field(0, ge=0, description="new tokens before EOS or a stop string may end generation")
 
     @field_validator("stop")
     @classmethod
@@ -82,6 +102,12 @@ class SamplingParams(Config):
             if problem:
                 raise ValueError(f"stop string {i} {problem}")
         return stop
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> SamplingParams:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens: {self.min_tokens} is more than max_tokens ({self.max_tokens})")
+        return self
 
 
 class EngineConfig(Config):
@@ -95,14 +121,19 @@ class EngineConfig(Config):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights' dtype; auto = the checkpoint's"
     )
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="engine seed; sampling uses it when sampling.seed is None")
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX, description="engine seed; sampling uses it when sampling.seed is None"
+    )
     max_model_len: int | None = Field(None, description="context length; None = the model's")
     # hf
     device: str = Field("auto", description="hf: cpu, cuda, cuda:1 or auto")
     batch_size: int = Field(16, ge=1, description="hf: prompts per forward batch")
     # vllm
     gpu_memory_utilization: float | None = Field(
-        None, gt=0, le=1, description="vllm: KV-cache fraction of GPU memory (of RAM on CPU); None = 0.9 GPU, 0.1 CPU"
+        None,
+        gt=0,
+        le=1,
+        description="vllm: KV-cache fraction of GPU memory (of RAM on CPU); None = 0.9 GPU, 0.1 CPU",
     )
     enforce_eager: bool | None = Field(None, description="vllm: None = eager on CPU, graphs on GPU")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model replica is split across")
@@ -140,6 +171,7 @@ class Generation:
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: list[TokenLogprob] | None = None
+    prompt_tokens: int | None = None  # the prompt's length in tokens, where the backend tokenised it
 
 
 @dataclass(frozen=True)
@@ -149,6 +181,7 @@ class Scored:
     prompt_len: int
     token_ids: list[int]
     logprobs: list[float]
+    top: list[dict[str, float]] | None = None  # per completion token, the top-k alternatives when asked
 
     @property
     def sum(self) -> float:
@@ -179,7 +212,9 @@ class Engine(Protocol):
         self, prompts: Sequence[Prompt], params: SamplingParams | None = None
     ) -> list[Generation | PromptRejected]: ...
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]: ...
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
+    ) -> list[Scored | PromptRejected]: ...
 
     def check_health(self) -> None:
         """Raise `EngineError` when the engine can no longer serve (closed, its process died, an error left it

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from rayflow.config import Config
@@ -63,8 +64,8 @@ class HTTPConfig(Config):
 
 def error_body(message: str, status: int, param: str | None = None) -> dict:
     """The OpenAI error body; `type` follows the status (4xx without a special kind: invalid_request_error)."""
-    kind = {401: "authentication_error", 404: "not_found_error", 413: "request_too_large", 500: "server_error",
-            503: "service_unavailable", 504: "timeout"}  # fmt: skip
+    kind = {401: "authentication_error", 404: "not_found_error", 405: "method_not_allowed",
+            413: "request_too_large", 500: "server_error", 503: "service_unavailable", 504: "timeout"}  # fmt: skip
     return {
         "error": {
             "message": message,
@@ -97,11 +98,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(error_body("; ".join(m for _, m in problems), 400, first_field), status_code=400)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if isinstance(exc.detail, dict):  # raised with error_body(...) already
         return JSONResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):  # Starlette's routing errors: say which request missed
+        message = f"{message}: {request.method} {request.url.path}"
     return JSONResponse(
-        error_body(str(exc.detail), exc.status_code), status_code=exc.status_code, headers=exc.headers
+        error_body(message, exc.status_code), status_code=exc.status_code, headers=exc.headers
     )
 
 
@@ -287,7 +291,8 @@ def guarded_app(title: str, config: HTTPConfig) -> FastAPI:
     `dependencies=[bearer_auth(config)]` on every route that needs the token (all but `/healthz` and pages)."""
     app = FastAPI(title=title)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    # Starlette's own errors too (404 no such route, 405 wrong method), so every error has the same body.
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     docs = frozenset(
         filter(None, (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
     )

@@ -7,9 +7,9 @@ ones, `tiny:<size>`), on any backend, batched with `@serve.batch`; and its OpenA
 
 `LLMServer` has no HTTP routes of its own (Serve allows one FastAPI ingress per application), so any
 ingress composes it: `await handle.complete.remote(prompt, params)` returns a `Completed`, and
-`from_deployment(handle)` turns the handle into the judges' `Generate` function. Concurrent calls are
-regrouped into batches of up to `max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a
-batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
+`from_deployment(handle)` turns the handle into the judges' `Generate` function (one `generate_many` call
+per batch of prompts). Concurrent prompts, across calls and callers, are regrouped into batches of up to
+`max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
 thread so the replica keeps accepting requests meanwhile.
 
 Faults stay with their request: a prompt the engine refuses is that request's 400; should an engine call
@@ -38,10 +38,12 @@ from rayflow.config import Config
 from rayflow.eval.safety.llm import Generate
 from rayflow.llm import (
     EngineConfig,
+    EngineError,
     Generation,
     Prompt,
     PromptRejected,
     SamplingParams,
+    TokenLogprob,
     build_engine,
     prompt_token_ids,
 )
@@ -110,14 +112,49 @@ class LLMServer:
         # vLLM's engine client is not thread-safe: every engine call runs on this one thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.engine = self._thread.submit(build_engine, self.config.engine).result()
-        self.tokenizer = getattr(self.engine, "tokenizer", None)
+        self.tokenizer = local_tokenizer(self.engine)
         self.set_batching(self.config.max_batch_size, self.config.batch_wait_timeout_s)
         self.batch_sizes: Counter[int] = Counter()
+        self.engine_s = 0.0  # seconds spent in engine calls since reset_stats (profiling)
         self.watch = EngineWatch(self.config.stuck_after_s)
 
-    async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed:
+    async def complete(
+        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
+        generate: bool = True,
+    ) -> Completed:  # fmt: skip
         """Complete one prompt; concurrent calls share engine batches. `stream` also cuts the text into
-        per-token pieces for server-sent events. Raises what the engine raised for this prompt alone."""
+        per-token pieces for server-sent events; `echo` returns the prompt's text and, when
+        `params.logprobs` is set, its log-probs (one engine `score` call); `generate=False` only echoes.
+        Raises what the engine raised for this prompt alone."""
+        echoed: tuple[str, list[TokenLogprob | None] | None, int] | None = None
+        if echo:
+            echoed = await self._echo(prompt, params.logprobs)
+            if isinstance(echoed, PromptRejected):
+                return Completed(generation=None, error=echoed.reason, error_field=echoed.field)
+        if generate:
+            out = await self._generate_batched(prompt, params)
+        else:
+            out = Generation("", [], "length", [] if params.logprobs is not None else None, echoed[2])
+        if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the field
+            return Completed(generation=None, error=out.reason, error_field=out.field)
+        pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
+        # The backend counted the prompt's tokens while tokenising it: no second tokenisation here.
+        prompt_tokens = (
+            out.prompt_tokens if out.prompt_tokens is not None else (echoed[2] if echoed else None)
+        )
+        if echoed is None:
+            return Completed(out, prompt_tokens, pieces)
+        return Completed(out, prompt_tokens, pieces, prompt_text=echoed[0], prompt_logprobs=echoed[1])
+
+    async def generate_many(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Generation | PromptRejected]:
+        """Generate for many prompts sent in one call (the judges' batches: one handle call, not one per
+        prompt); they join engine batches with everyone else's. Raises the first exception the engine raised
+        for one of them."""
+        return list(await asyncio.gather(*(self._generate_batched(p, params) for p in prompts)))
+
+    async def _generate_batched(self, prompt: Prompt, params: SamplingParams) -> Generation | PromptRejected:
         self.watch.arrive()
         try:
             out = await self._batch(prompt, params)
@@ -125,11 +162,36 @@ class LLMServer:
             self.watch.leave()
         if isinstance(out, BaseException):
             raise out
-        if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the field
-            return Completed(generation=None, error=out.reason, error_field=out.field)
-        prompt_tokens = len(prompt_token_ids(self.tokenizer, prompt)) if self.tokenizer is not None else None
-        pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
-        return Completed(out, prompt_tokens, pieces)
+        return out
+
+    async def _echo(
+        self, prompt: Prompt, top: int | None
+    ) -> tuple[str, list[TokenLogprob | None] | None, int] | PromptRejected:
+        """The prompt's text, its per-token log-probs (None for the first token; each with the `top` likeliest
+        alternatives) when `top` is not None, and its token count."""
+        if self.tokenizer is None:
+            return PromptRejected(
+                "this server has no local tokenizer for its model, so it cannot echo", "echo"
+            )
+        ids = prompt_token_ids(self.tokenizer, prompt)
+        text = prompt if isinstance(prompt, str) else self.tokenizer.decode(ids)
+        if top is None:
+            return text, None, len(ids)
+        if not ids:
+            return PromptRejected("the prompt is empty")
+        loop = asyncio.get_running_loop()
+        self.watch.arrive()
+        try:
+            [scored] = await loop.run_in_executor(self._thread, self.engine.score, [ids[:1]], [ids[1:]], top)
+        finally:
+            self.watch.progressed()
+            self.watch.leave()
+        if isinstance(scored, PromptRejected):
+            return scored
+        tops = scored.top or [{}] * len(ids[1:])
+        tokens = [TokenLogprob(t, self.tokenizer.decode([t]), lp, alt)
+                  for t, lp, alt in zip(ids[1:], scored.logprobs, tops)]  # fmt: skip
+        return text, [None, *tokens], len(ids)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _batch(
@@ -159,9 +221,11 @@ class LLMServer:
         self, prompts: list[Prompt], params: SamplingParams
     ) -> list[Generation | PromptRejected]:
         loop = asyncio.get_running_loop()
+        start = time.perf_counter()
         try:
             return await loop.run_in_executor(self._thread, self.engine.generate, prompts, params)
         finally:
+            self.engine_s += time.perf_counter() - start
             self.watch.progressed()
 
     async def _generate_or_error(
@@ -182,10 +246,12 @@ class LLMServer:
         """Engine batches run so far: {"batches": n, "requests": n, "max_batch_size": n, "sizes": {size: count}}."""
         sizes = dict(sorted(self.batch_sizes.items()))
         return {"batches": sum(sizes.values()), "requests": sum(k * v for k, v in sizes.items()),
-                "max_batch_size": max(sizes, default=0), "sizes": sizes}  # fmt: skip
+                "max_batch_size": max(sizes, default=0), "sizes": sizes,
+                "engine_s": round(self.engine_s, 3)}  # fmt: skip
 
     def reset_stats(self) -> None:
         self.batch_sizes.clear()
+        self.engine_s = 0.0
 
     def check_health(self) -> None:
         """Raise when this replica cannot serve: its engine is dead, broken or stuck (Serve replaces it)."""
@@ -195,6 +261,17 @@ class LLMServer:
             raise RuntimeError(problem)
 
 
+def local_tokenizer(engine):
+    """The engine's tokenizer, or None when it has none here (a remote model behind the `openai` backend with
+    no local files): the server then serves without token counts, per-token stream pieces or echo."""
+    try:
+        return getattr(engine, "tokenizer", None)
+    except (EngineError, OSError, ValueError) as err:
+        logger.warning("no local tokenizer for %r (%s): usage counts no prompt tokens, streams send the text "
+                       "in one piece, echo is refused", engine.config.model, err)  # fmt: skip
+        return None
+
+
 class DeploymentBackend:
     """An LLM deployment seen through a handle: a `CompletionBackend` for OpenAI routes on another deployment."""
 
@@ -202,8 +279,11 @@ class DeploymentBackend:
         self.handle = handle
         self.model_name = model_name
 
-    async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed:
-        return await self.handle.complete.remote(prompt, params, stream)
+    async def complete(
+        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
+        generate: bool = True,
+    ) -> Completed:  # fmt: skip
+        return await self.handle.complete.remote(prompt, params, stream, echo, generate)
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
@@ -254,12 +334,12 @@ async def health_reply(handle, body: dict) -> dict | JSONResponse:
 
 
 def from_deployment(handle) -> Generate:
-    """The judges' `Generate` over an `LLMServer` handle: each prompt is its own call, batched by the server."""
+    """The judges' `Generate` over an `LLMServer` handle: all prompts of one call go in one handle call, and
+    the server batches them with other callers' prompts."""
 
     async def generate(
         prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[Generation | PromptRejected]:
-        done = await asyncio.gather(*(handle.complete.remote(p, params) for p in prompts))
-        return [PromptRejected(d.error, d.error_field) if d.error is not None else d.generation for d in done]
+        return await handle.generate_many.remote(list(prompts), params) if prompts else []
 
     return generate

@@ -1,21 +1,39 @@
-"""OpenAI-compatible routes over any completion backend: `/v1/chat/completions`, `/v1/completions` (both
-with `stream: true`) and `/v1/models`, so the official `openai` client and OpenAI tooling talk to rayflow.
+"""OpenAI-compatible routes over any completion backend, accepting what vLLM's OpenAI server accepts:
+`/v1/chat/completions`, `/v1/completions` (both with `stream: true`), `/v1/models` and `/v1/models/{id}`, so
+the official `openai` client, lm-eval's `local-completions`/`local-chat-completions` models and other OpenAI
+tooling talk to rayflow.
 
-The backend completes one prompt at a time (`complete(prompt, params) -> Completed`); the LLM deployment
-batches concurrent calls with `@serve.batch`. Streaming sends the completion as server-sent events, one
-chunk per generated token, once its batch has finished: the engine layer generates whole batches, so the
-first byte arrives when the whole completion is ready (time-to-first-token equals latency).
+The backend completes one prompt at a time (`complete(prompt, params, ...) -> Completed`); the LLM
+deployment batches concurrent calls with `@serve.batch`. Streaming sends the completion as server-sent
+events, one chunk per generated token (with its log-probs when asked), once its batch has finished: the
+engine layer generates whole batches, so the first byte arrives when the whole completion is ready.
 
-Supported request fields: model, messages | prompt, max_tokens (chat: also max_completion_tokens),
-temperature, top_p, stop, seed, n=1, stream, logprobs (chat: + top_logprobs), user. Others get a 400
-naming them. Sampling fields are bounded by the engine layer's `SamplingParams` (seed 0..2**63-1, non-empty
-stop strings) and by the engine (max_tokens within the context, the prompt's tokens within the vocabulary),
-and list sizes by `HTTPConfig` (messages, stop strings): every violation is a 400 naming the field.
+Request fields, as vLLM treats them:
+
+* honoured: model, messages | prompt, max_tokens (chat: also max_completion_tokens), temperature, top_p,
+  top_k, presence_penalty, frequency_penalty, repetition_penalty, min_tokens, seed, stop, n=1, stream,
+  stream_options.include_usage, logprobs (chat: + top_logprobs), echo (completions), user;
+* messages: roles system, developer, user, assistant and tool (passed to the model's chat template as
+  they are, like vLLM), content as a string or a list of `{"type": "text", "text": ...}` parts, `name`;
+* prompt: a string, a list of strings, a list of token ids, or a list of token-id lists (one choice each);
+* `echo` returns the prompt before the completion, and with `logprobs` the prompt's log-probs too (read
+  through the engine's `score`), so log-likelihood clients (lm-eval, rayflow's `openai` backend) work;
+  `max_tokens: 0` with `echo` scores the prompt without generating;
+* refused with a 400 naming the field: `tools`/`tool_choice` (no tool calling), a `response_format` other
+  than text, `logit_bias`, `n`/`best_of` above 1, `suffix`;
+* any other field is ignored with a logged warning, as vLLM does.
+
+Sampling fields are bounded by the engine layer's `SamplingParams` (seed 0..2**63-1, non-empty stop
+strings, min_tokens <= max_tokens) and by the engine (max_tokens within the context, the prompt's tokens
+within the vocabulary), and list sizes by `HTTPConfig` (messages, stop strings, prompts per request):
+every violation is a 400 naming the field.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -27,63 +45,117 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rayflow.llm import Generation, Prompt, SamplingParams
+from rayflow.llm import Generation, Prompt, SamplingParams, TokenLogprob
 from rayflow.serving.guards import HTTPConfig, bad_request, check_count
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Completed:
     """One completion: the generation (None when the engine refused the prompt, with `error` saying why and
     `error_field` which request field is at fault: "prompt" or a sampling field), the prompt's token count
-    where the backend knows it, and the text cut into per-token stream pieces."""
+    where the backend knows it, and, when asked, the text cut into one stream piece per generated token
+    (`pieces`), and the echoed prompt (`prompt_text`) with its log-probs (`prompt_logprobs`: None for the
+    first token, which has no context)."""
 
     generation: Generation | None
     prompt_tokens: int | None = None
     pieces: list[str] = field(default_factory=list)
     error: str | None = None
     error_field: str = "prompt"
+    prompt_text: str | None = None
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class CompletionBackend(Protocol):
     model_name: str
 
-    async def complete(self, prompt: Prompt, params: SamplingParams, stream: bool = False) -> Completed: ...
+    async def complete(
+        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
+        generate: bool = True,
+    ) -> Completed:  # fmt: skip
+        """Complete `prompt`; `stream` also cuts the text into per-token pieces, `echo` returns the prompt
+        (with log-probs when `params.logprobs` is set), `generate=False` only echoes."""
+        ...
 
 
 def stream_pieces(text: str, token_ids: Sequence[int], tokenizer) -> list[str]:
-    """`text` cut at token boundaries (by incremental decoding); the pieces always join back to `text`."""
-    if tokenizer is None or not token_ids:
+    """Per generated token, the text it adds ("" while a multi-byte character is incomplete), by incremental
+    detokenisation: tokenizers' `DecodeStream` decodes each token once instead of the whole prefix again.
+    The pieces always join to `text` (a stop string cut short: the tokens past it add nothing). Without a
+    fast tokenizer or token ids, the whole text is one piece."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not token_ids:
         return [text] if text else []
+    from tokenizers.decoders import DecodeStream
+
+    stream = DecodeStream(skip_special_tokens=True)
     pieces, sent = [], 0
-    for i in range(1, len(token_ids) + 1):
-        upto = min(len(tokenizer.decode(token_ids[:i], skip_special_tokens=True)), len(text))
-        if upto > sent:
-            pieces.append(text[sent:upto])
-            sent = upto
-    if sent < len(text):
-        pieces.append(text[sent:])
+    for token in token_ids:
+        upto = min(sent + len(stream.step(backend, token) or ""), len(text))
+        pieces.append(text[sent:upto])
+        sent = upto
+    pieces[-1] += text[sent:]
     return pieces
 
 
 class _OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are kept (to be named in a warning) and otherwise ignored, as vLLM's server does.
+    model_config = ConfigDict(extra="allow")
 
     model: str
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, description="-1 or 0 = all tokens (vLLM's extension)")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="vLLM's extension; 1 = off")
+    min_tokens: int = Field(0, ge=0, description="vLLM's extension")
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: Literal[1] = Field(1, description="one choice per request")
+    n: int = Field(1, ge=1)
+    best_of: int | None = None
+    logit_bias: dict | None = None
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
 
+    def refuse_unsupported(self) -> None:
+        """A 400 naming the first field asking for what this server cannot do; a warning naming unknown ones."""
+        if self.n != 1:
+            raise bad_request("n: this server returns one choice per prompt (n=1)", "n")
+        if self.best_of not in (None, 1):
+            raise bad_request("best_of: this server returns one choice per prompt (best_of=1)", "best_of")
+        if self.logit_bias:
+            raise bad_request("logit_bias: not supported by this server", "logit_bias")
+        if self.model_extra:
+            logger.warning("%s: ignoring request fields the server does not know: %s",
+                           type(self).__name__, ", ".join(sorted(self.model_extra)))  # fmt: skip
+
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")  # tool_calls, tool_call_id, ...: accepted, not used
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict] | None = None
+    name: str | None = None
+
+    def text(self, where: str) -> str:
+        """The content as one string; a part that is not text is a 400 naming it (`where` = this message)."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        texts = []
+        for j, part in enumerate(self.content):
+            kind = part.get("type")
+            if kind != "text":
+                raise bad_request(f"{where}.content[{j}].type: only text parts are supported, not {kind!r}",
+                                  f"{where}.content[{j}].type")  # fmt: skip
+            if not isinstance(part.get("text"), str):
+                raise bad_request(f"{where}.content[{j}].text: a text part needs a string `text`",
+                                  f"{where}.content[{j}].text")  # fmt: skip
+            texts.append(part["text"])
+        return "".join(texts)
 
 
 class ChatRequest(_OpenAIRequest):
@@ -92,13 +164,55 @@ class ChatRequest(_OpenAIRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    response_format: dict | None = None
+
+    def refuse_unsupported(self) -> None:
+        if self.tools:
+            raise bad_request("tools: tool calling is not supported by this server", "tools")
+        if self.tool_choice not in (None, "none"):
+            raise bad_request("tool_choice: tool calling is not supported by this server", "tool_choice")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise bad_request(
+                f"response_format: only type 'text' is supported, not {kind!r}", "response_format"
+            )
+        super().refuse_unsupported()
+
+    def prompt(self) -> list[dict]:
+        """The messages as the engine layer's chat prompt: role, content text, and name where given."""
+        out = []
+        for i, m in enumerate(self.messages):
+            message = {"role": m.role, "content": m.text(f"messages[{i}]")}
+            if m.name is not None:
+                message["name"] = m.name
+            out.append(message)
+        return out
 
 
 class CompletionRequest(_OpenAIRequest):
-    prompt: str | list[int]
-    max_tokens: int = Field(16, ge=1)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int = Field(16, ge=0, description="0 only with echo: score the prompt, generate nothing")
     logprobs: int | None = Field(None, ge=0, le=20)
-    echo: Literal[False] = Field(False, description="prompt echo is not supported")
+    echo: bool = False
+    suffix: str | None = None
+
+    def refuse_unsupported(self) -> None:
+        if self.suffix:
+            raise bad_request("suffix: not supported by this server", "suffix")
+        if self.max_tokens == 0 and not self.echo:
+            raise bad_request("max_tokens: must be at least 1 (0 only with echo)", "max_tokens")
+        super().refuse_unsupported()
+
+    def prompts(self) -> list[Prompt]:
+        """One engine prompt per choice: a string or token ids."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]
+        if not p:
+            raise bad_request("prompt: the prompt list is empty", "prompt")
+        return list(p)
 
 
 def _sampling(request: _OpenAIRequest, max_tokens: int, logprobs: int | None, names: dict[str, str],
@@ -109,17 +223,22 @@ def _sampling(request: _OpenAIRequest, max_tokens: int, logprobs: int | None, na
     check_count(stop, "stop", max_stop)
     try:
         return SamplingParams(temperature=request.temperature, top_p=request.top_p, max_tokens=max_tokens,
-                              stop=tuple(stop), seed=request.seed, logprobs=logprobs)  # fmt: skip
+                              stop=tuple(stop), seed=request.seed, logprobs=logprobs, top_k=request.top_k,
+                              presence_penalty=request.presence_penalty,
+                              frequency_penalty=request.frequency_penalty,
+                              repetition_penalty=request.repetition_penalty,
+                              min_tokens=request.min_tokens)  # fmt: skip
     except ValidationError as err:
         raise RequestValidationError([
-            {**e, "loc": ("body", names.get(str(e["loc"][0]), e["loc"][0]), *e["loc"][1:])}
+            {**e, "loc": ("body", names.get(str(e["loc"][0]), e["loc"][0]) if e["loc"] else "body",
+                          *e["loc"][1:])}
             for e in err.errors(include_url=False, include_context=False)
         ]) from None  # fmt: skip
 
 
-def _usage(done: Completed) -> dict:
-    completion = len(done.generation.token_ids)
-    prompt = done.prompt_tokens or 0
+def _usage(done: Sequence[Completed]) -> dict:
+    completion = sum(len(d.generation.token_ids) for d in done)
+    prompt = sum(d.prompt_tokens or 0 for d in done)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -132,25 +251,38 @@ def _sse(chunks: list[dict]) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _chat_logprobs(gen: Generation) -> dict | None:
-    if gen.logprobs is None:
-        return None
-    return {"content": [
+def _chat_entries(tokens: Sequence[TokenLogprob]) -> list[dict]:
+    return [
         {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()),
          "top_logprobs": [{"token": k, "logprob": v, "bytes": list(k.encode())} for k, v in t.top.items()]}
-        for t in gen.logprobs
-    ]}  # fmt: skip
+        for t in tokens
+    ]  # fmt: skip
 
 
-def _completion_logprobs(gen: Generation) -> dict | None:
-    if gen.logprobs is None:
-        return None
-    offsets, at = [], 0
-    for t in gen.logprobs:
+def _completion_logprobs(tokens: Sequence[TokenLogprob | None], start: int = 0) -> dict:
+    """The completions API's log-probs of `tokens`; None (the echoed prompt's first token) has no log-prob.
+    Each position's top alternatives include the token itself, as vLLM reports them."""
+    offsets, at = [], start
+    for t in tokens:
         offsets.append(at)
-        at += len(t.token)
-    return {"tokens": [t.token for t in gen.logprobs], "token_logprobs": [t.logprob for t in gen.logprobs],
-            "top_logprobs": [dict(t.top) for t in gen.logprobs], "text_offset": offsets}  # fmt: skip
+        at += len(t.token) if t is not None else 0
+    return {"tokens": [t.token if t is not None else "" for t in tokens],
+            "token_logprobs": [t.logprob if t is not None else None for t in tokens],
+            "top_logprobs": [{**t.top, t.token: t.logprob} if t is not None else None for t in tokens],
+            "text_offset": offsets}  # fmt: skip
+
+
+def _token_chunks(done: Completed, with_logprobs: bool) -> list[tuple[str, list[TokenLogprob]]]:
+    """A completion as stream chunks: (text, log-probs of its tokens), one per generated token where the
+    log-probs are asked for, else one per non-empty piece of text."""
+    gen = done.generation
+    pieces = done.pieces or ([gen.text] if gen.text else [])
+    lps = gen.logprobs or []
+    if not with_logprobs or not lps:
+        return [(p, []) for p in pieces if p]
+    if len(pieces) == len(lps):
+        return [(p, [t]) for p, t in zip(pieces, lps)]
+    return [("".join(pieces), list(lps))]  # a backend without token ids: one chunk holds them all
 
 
 def add_openai_routes(
@@ -161,16 +293,17 @@ def add_openai_routes(
     limits: HTTPConfig | None = None,
 ) -> None:
     """Add the OpenAI-compatible routes to `app`; `auth` is a FastAPI dependency (see `guards.bearer_auth`),
-    `limits` the list-size limits (messages, stop strings) of the app's `HTTPConfig`."""
+    `limits` the list-size limits (messages, stop strings, prompts per request) of the app's `HTTPConfig`."""
     limits = limits or HTTPConfig()
+    card = {"id": backend.model_name, "object": "model", "created": 0, "owned_by": "rayflow"}
 
     def check_model(name: str) -> None:
         if name != backend.model_name:
             raise bad_request(f"model: the model {name!r} does not exist; this server has {backend.model_name!r}",
                               "model", 404)  # fmt: skip
 
-    async def run(prompt: Prompt, params: SamplingParams, field_name: str, stream: bool) -> Completed:
-        done = await backend.complete(prompt, params, stream)
+    async def run(prompt: Prompt, params: SamplingParams, field_name: str, **kwargs) -> Completed:
+        done = await backend.complete(prompt, params, **kwargs)
         if done.error is not None:
             param = field_name if done.error_field == "prompt" else done.error_field
             raise bad_request(f"{param}: {done.error}", param)
@@ -178,57 +311,93 @@ def add_openai_routes(
 
     @app.get("/v1/models", dependencies=[auth])
     async def models() -> dict:
-        card = {"id": backend.model_name, "object": "model", "created": 0, "owned_by": "rayflow"}
         return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[auth])
+    async def model(model_id: str) -> dict:
+        if model_id != backend.model_name:
+            raise bad_request(f"model: the model {model_id!r} does not exist; this server has "
+                              f"{backend.model_name!r}", "model", 404)  # fmt: skip
+        return card
 
     @app.post("/v1/chat/completions", dependencies=[auth])
     async def chat(request: ChatRequest):
         check_model(request.model)
+        request.refuse_unsupported()
         check_count(request.messages, "messages", limits.max_messages)
         max_tokens = request.max_completion_tokens or request.max_tokens or default_max_tokens
         top = (request.top_logprobs or 0) if request.logprobs else None
         names = {"logprobs": "top_logprobs",
                  "max_tokens": "max_completion_tokens" if request.max_completion_tokens else "max_tokens"}  # fmt: skip
         params = _sampling(request, max_tokens, top, names, limits.max_stop)
-        done = await run([m.model_dump() for m in request.messages], params, "messages", request.stream)
+        done = await run(request.prompt(), params, "messages", stream=request.stream)
         gen, rid, created = done.generation, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": created, "model": backend.model_name}
         if not request.stream:
+            logprobs = {"content": _chat_entries(gen.logprobs)} if gen.logprobs is not None else None
             choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
-                      "finish_reason": gen.finish_reason, "logprobs": _chat_logprobs(gen)}  # fmt: skip
-            return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(done)}
+                      "finish_reason": gen.finish_reason, "logprobs": logprobs}  # fmt: skip
+            return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage([done])}
         chunk = {**head, "object": "chat.completion.chunk"}
 
-        def delta(d: dict, finish: str | None = None) -> dict:
-            return {**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}]}
+        def delta(d: dict, finish: str | None = None, lps: list[TokenLogprob] | None = None) -> dict:
+            logprobs = {"content": _chat_entries(lps)} if lps else None
+            return {
+                **chunk,
+                "choices": [{"index": 0, "delta": d, "finish_reason": finish, "logprobs": logprobs}],
+            }
 
         chunks = [delta({"role": "assistant", "content": ""})]
-        chunks += [delta({"content": piece}) for piece in done.pieces]
+        chunks += [delta({"content": text}, lps=lps) for text, lps in _token_chunks(done, top is not None)]
         chunks.append(delta({}, gen.finish_reason))
         if (request.stream_options or {}).get("include_usage"):
-            chunks.append({**chunk, "choices": [], "usage": _usage(done)})
+            chunks.append({**chunk, "choices": [], "usage": _usage([done])})
         return _sse(chunks)
 
     @app.post("/v1/completions", dependencies=[auth])
     async def completions(request: CompletionRequest):
         check_model(request.model)
-        params = _sampling(request, request.max_tokens, request.logprobs, {}, limits.max_stop)
-        done = await run(request.prompt, params, "prompt", request.stream)
-        gen = done.generation
+        request.refuse_unsupported()
+        prompts = request.prompts()
+        check_count(prompts, "prompt", limits.max_items)
+        params = _sampling(request, max(request.max_tokens, 1), request.logprobs, {}, limits.max_stop)
+        where = (lambda i: "prompt") if len(prompts) == 1 else (lambda i: f"prompt[{i}]")
+        done = await asyncio.gather(*(
+            run(p, params, where(i), stream=request.stream, echo=request.echo, generate=request.max_tokens > 0)
+            for i, p in enumerate(prompts)
+        ))  # fmt: skip
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": backend.model_name}  # fmt: skip
+        with_logprobs = request.logprobs is not None
         if not request.stream:
-            choice = {"index": 0, "text": gen.text, "finish_reason": gen.finish_reason,
-                      "logprobs": _completion_logprobs(gen)}  # fmt: skip
-            return {**head, "choices": [choice], "usage": _usage(done)}
+            choices = []
+            for i, d in enumerate(done):
+                gen, echoed = d.generation, d.prompt_text if request.echo else ""
+                logprobs = None
+                if with_logprobs:
+                    tokens = (d.prompt_logprobs or []) + (gen.logprobs or [])
+                    logprobs = _completion_logprobs(tokens)
+                choices.append({"index": i, "text": echoed + gen.text, "finish_reason": gen.finish_reason,
+                                "logprobs": logprobs})  # fmt: skip
+            return {**head, "choices": choices, "usage": _usage(done)}
 
-        def piece(text: str, finish: str | None = None) -> dict:
+        def piece(i: int, text: str, finish: str | None = None, lps: list | None = None, at: int = 0) -> dict:
+            logprobs = _completion_logprobs(lps, at) if lps else None
             return {
                 **head,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+                "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": logprobs}],
             }
 
-        chunks = [piece(p) for p in done.pieces] + [piece("", gen.finish_reason)]
+        chunks = []
+        for i, d in enumerate(done):
+            at = 0
+            if request.echo:
+                chunks.append(piece(i, d.prompt_text, lps=d.prompt_logprobs if with_logprobs else None))
+                at = len(d.prompt_text)
+            for text, lps in _token_chunks(d, with_logprobs):
+                chunks.append(piece(i, text, lps=lps, at=at))
+                at += len(text)
+            chunks.append(piece(i, "", d.generation.finish_reason))
         if (request.stream_options or {}).get("include_usage"):
             chunks.append({**head, "choices": [], "usage": _usage(done)})
         return _sse(chunks)

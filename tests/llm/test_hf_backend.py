@@ -15,7 +15,9 @@ def engine(tiny_model):
     # batch_size 2 forces several micro-batches and mixed padding in the tests below; a short context makes
     # over-long prompts cheap.
     return build_engine(
-        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", batch_size=2, max_model_len=CONTEXT)
+        EngineConfig(
+            backend="hf", model=str(tiny_model), dtype="float32", batch_size=2, max_model_len=CONTEXT
+        )
     )
 
 
@@ -120,3 +122,36 @@ def test_invalid_text_and_max_tokens_over_the_context_are_refused_alone(engine):
     for bad in ({"seed": 2**64}, {"seed": -1}, {"stop": ("",)}, {"stop": ("ok", lone)}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SamplingParams(**bad)
+
+
+def test_penalties_top_k_and_min_tokens(engine):
+    plain = engine.generate(["The cat"], SamplingParams(max_tokens=16))[0]
+    for field, value in (("presence_penalty", 2.0), ("frequency_penalty", 2.0), ("repetition_penalty", 3.0)):
+        changed = engine.generate(["The cat"], SamplingParams(max_tokens=16, **{field: value}))[0]
+        assert changed.token_ids != plain.token_ids, field
+    # The presence penalty lowers exactly the logits of tokens generated so far.
+    import torch
+
+    from rayflow.llm.backends.hf import OutputPenalty
+
+    scores = torch.zeros(1, 6)
+    out = OutputPenalty(width=2, presence=1.0, frequency=0.5)(torch.tensor([[4, 4, 1, 1, 3]]), scores)
+    assert out.tolist() == [[0.0, -2.0, 0.0, -1.5, 0.0, 0.0]]
+    greedy = engine.generate(["The cat"], SamplingParams(max_tokens=12))[0]
+    hot = SamplingParams(temperature=1.5, top_k=1, max_tokens=12, seed=3)
+    assert engine.generate(["The cat"], hot)[0].token_ids == greedy.token_ids
+    # A model that always wants to end: EOS comes at once, or right after min_tokens.
+    eos = engine.tokenizer.eos_token_id
+
+    def favour_eos(module, args, logits):
+        logits[..., eos] += 1000.0
+        return logits
+
+    hook = engine.model.get_output_embeddings().register_forward_hook(favour_eos)
+    try:
+        assert engine.generate(["The cat"], SamplingParams(max_tokens=8))[0].token_ids == []
+        assert len(engine.generate(["The cat"], SamplingParams(max_tokens=8, min_tokens=5))[0].token_ids) == 5
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="min_tokens"):
+        SamplingParams(max_tokens=4, min_tokens=5)

@@ -30,7 +30,9 @@ def engines(tiny_model):
         vllm = build_engine(
             EngineConfig(backend="vllm", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT)
         )
-    hf = build_engine(EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT))
+    hf = build_engine(
+        EngineConfig(backend="hf", model=str(tiny_model), dtype="float32", max_model_len=CONTEXT)
+    )
     yield vllm, hf
     vllm.close()
 
@@ -77,7 +79,16 @@ def mixed_batch(engine):
     """Good prompts with, in the middle, one over the context, an empty one, and out-of-vocabulary and negative
     token ids; plus one that fits but leaves three positions for new tokens."""
     words = engine.tokenizer("word " * 600, add_special_tokens=False)["input_ids"]
-    prompts = ["The cat", "word " * 600, PROMPTS[0], "", [5, engine.vocab_size], [-1, 5], words[: CONTEXT - 3], "Hi"]
+    prompts = [
+        "The cat",
+        "word " * 600,
+        PROMPTS[0],
+        "",
+        [5, engine.vocab_size],
+        [-1, 5],
+        words[: CONTEXT - 3],
+        "Hi",
+    ]
     return prompts, {1, 3, 4, 5}
 
 
@@ -97,7 +108,9 @@ def test_refused_prompts_fail_alone_and_as_on_hf(engines):
 
     completions = [" sat", " x", "A compiler.", " y", " z", " w", " a", [vllm.vocab_size]]
     scored = vllm.score(prompts, completions)
-    assert {i for i, s in enumerate(scored) if isinstance(s, PromptRejected)} == bad | {7}  # 7: bad completion id
+    assert {i for i, s in enumerate(scored) if isinstance(s, PromptRejected)} == bad | {
+        7
+    }  # 7: bad completion id
     reference = hf.score(prompts, completions)
     assert [r.reason for r in scored if isinstance(r, PromptRejected)] == [
         r.reason for r in reference if isinstance(r, PromptRejected)
@@ -117,3 +130,21 @@ def test_a_refusal_only_vllm_sees_costs_only_its_prompt(engines, monkeypatch):
     scored = vllm.score(prompts, [" a", " b", " c"])
     assert isinstance(scored[1], PromptRejected) and "vLLM refused" in scored[1].reason
     assert scored[0].logprobs == pytest.approx(vllm.score(prompts[:1], [" a"])[0].logprobs, abs=1e-6)
+
+
+def test_penalties_and_min_tokens_match_hf(engines):
+    vllm, hf = engines
+    plain = SamplingParams(max_tokens=16)
+    penalised = SamplingParams(max_tokens=16, presence_penalty=1.5, frequency_penalty=0.5, repetition_penalty=1.8,
+                               min_tokens=10)  # fmt: skip
+    for (
+        prompt
+    ) in PROMPTS:  # one at a time: hf's repetition penalty would also count a shorter prompt's padding
+        [ours], [ref] = vllm.generate([prompt], penalised), hf.generate([prompt], penalised)
+        assert ours.token_ids == ref.token_ids and len(ours.token_ids) >= 10
+        assert ours.token_ids != vllm.generate([prompt], plain)[0].token_ids
+    # top_k=1 leaves one token to sample from: sampling at any temperature is greedy.
+    hot = SamplingParams(temperature=1.5, top_k=1, max_tokens=12, seed=3)
+    assert [g.token_ids for g in vllm.generate(PROMPTS, hot)] == [
+        g.token_ids for g in hf.generate(PROMPTS, plain.model_copy(update={"max_tokens": 12}))
+    ]

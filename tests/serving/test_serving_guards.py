@@ -78,7 +78,9 @@ def test_token_is_checked_before_the_body_is_read_and_guards_the_docs():
         assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert c.get("/healthz").status_code == 200  # routes without bearer_auth stay open
     assert c.post("/healthz").status_code == 405 and c.get("/nowhere").status_code == 404
-    assert c.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()["info"]["title"] == "test"
+    assert (
+        c.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()["info"]["title"] == "test"
+    )
     assert client().get("/openapi.json").status_code == 200  # no token configured: open
 
 
@@ -190,19 +192,30 @@ def test_request_timeout():
     assert slow.status_code == 504 and "0.2 s" in slow.json()["error"]["message"]
 
 
-class ByteTokenizer:
-    """Decodes ids as bytes, so a multi-byte character spans several tokens (as in byte-level BPE)."""
+def test_stream_pieces_decode_each_token_once_and_join_back_to_the_text(tiny_model):
+    from transformers import AutoTokenizer
 
-    def decode(self, ids, skip_special_tokens=True):
-        return bytes(ids).decode("utf-8", errors="ignore")
-
-
-def test_stream_pieces_join_back_to_the_text():
-    text = "héllo 世界"
-    ids = list(text.encode())
-    pieces = stream_pieces(text, ids, ByteTokenizer())
-    assert "".join(pieces) == text and len(pieces) > 3 and all(pieces)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    text = "Hello wörld, how are you? 你好"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    pieces = stream_pieces(text, ids, tokenizer)
+    assert len(pieces) == len(ids) and "".join(pieces) == text
+    # A character split across byte-level tokens arrives whole, with its last token; the ones before add "".
+    assert "你" in pieces and "" in pieces
+    cut = stream_pieces("Hello", ids, tokenizer)  # text cut short by a stop string: later tokens add nothing
+    assert "".join(cut) == "Hello" and cut[-1] == ""
     assert stream_pieces("abc", [], None) == ["abc"] and stream_pieces("", [], None) == []
+
+
+def test_missing_routes_and_wrong_methods_get_the_error_body():
+    c = client()
+    missing = c.get("/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    assert "/nothing-here" in missing.json()["error"]["message"]
+    wrong = c.get("/items")
+    assert (
+        wrong.status_code == 405 and wrong.json()["error"]["code"] == 405 and "POST" in wrong.headers["allow"]
+    )
 
 
 class _Call:

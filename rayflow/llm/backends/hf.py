@@ -74,14 +74,18 @@ class HFEngine:
         if params.temperature > 0:
             torch.manual_seed(self.config.seed if params.seed is None else params.seed)
         ids = generation_inputs(self.tokenizer, prompts, params, self.max_len, self.vocab_size)
-        out: list[Generation | PromptRejected | None] = [x if isinstance(x, PromptRejected) else None for x in ids]
+        out: list[Generation | PromptRejected | None] = [
+            x if isinstance(x, PromptRejected) else None for x in ids
+        ]
         by_budget: dict[int, list[int]] = {}
         for i, x in enumerate(ids):
             if not isinstance(x, PromptRejected):
                 by_budget.setdefault(new_token_budget(len(x), params.max_tokens, self.max_len), []).append(i)
         bs = self.config.batch_size
         for budget, rows in by_budget.items():
-            capped = params if budget == params.max_tokens else params.model_copy(update={"max_tokens": budget})
+            capped = (
+                params if budget == params.max_tokens else params.model_copy(update={"max_tokens": budget})
+            )
             for start in range(0, len(rows), bs):
                 batch = rows[start : start + bs]
                 for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], capped)):
@@ -103,7 +107,17 @@ class HFEngine:
             "output_logits": params.logprobs is not None,
         }
         if sample:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=max(params.top_k, 0))
+        if params.repetition_penalty != 1.0:
+            gen_kwargs["repetition_penalty"] = params.repetition_penalty
+        if params.min_tokens:
+            gen_kwargs["min_new_tokens"] = params.min_tokens
+        if params.presence_penalty or params.frequency_penalty:
+            from transformers import LogitsProcessorList
+
+            gen_kwargs["logits_processor"] = LogitsProcessorList(
+                [OutputPenalty(width, params.presence_penalty, params.frequency_penalty)]
+            )
         if params.stop:
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         result = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
@@ -112,9 +126,12 @@ class HFEngine:
         if params.logprobs is not None:
             # Raw logits (before temperature/top-p), as vLLM reports them: [steps, B, V] -> [B, steps, V].
             logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1)
-        return [self._to_generation(row, new_tokens[row], logprobs, params) for row in range(len(batch))]
+        return [self._to_generation(row, new_tokens[row], logprobs, params, len(batch[row]))
+                for row in range(len(batch))]  # fmt: skip
 
-    def _to_generation(self, row: int, tokens: list[int], logprobs, params: SamplingParams) -> Generation:
+    def _to_generation(
+        self, row: int, tokens: list[int], logprobs, params: SamplingParams, prompt_tokens: int
+    ) -> Generation:
         eos = self.tokenizer.eos_token_id
         finish = "length"
         if eos in tokens:
@@ -134,25 +151,33 @@ class HFEngine:
                     values, idx = dist.topk(params.logprobs)
                     top = {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, idx)}
                 token_lps.append(TokenLogprob(tok, self.tokenizer.decode([tok]), float(dist[tok]), top))
-        return Generation(text=text, token_ids=tokens, finish_reason=finish, logprobs=token_lps)
+        return Generation(text=text, token_ids=tokens, finish_reason=finish, logprobs=token_lps,
+                          prompt_tokens=prompt_tokens)  # fmt: skip
 
     # -- score -----------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
+    ) -> list[Scored | PromptRejected]:
         """Per-token log-probs (nats, fp32) of each completion given its prompt, or a `PromptRejected` per pair
-        the model cannot score; see `rayflow.llm.types` for the token boundary."""
+        the model cannot score; see `rayflow.llm.types` for the token boundary. `top_logprobs=k` also
+        returns the k likeliest tokens at each completion position."""
         pairs = scoring_inputs(self.tokenizer, prompts, completions, self.max_len, self.vocab_size)
-        out: list[Scored | PromptRejected | None] = [x if isinstance(x, PromptRejected) else None for x in pairs]
+        out: list[Scored | PromptRejected | None] = [
+            x if isinstance(x, PromptRejected) else None for x in pairs
+        ]
         todo = [(i, *x) for i, x in enumerate(pairs) if not isinstance(x, PromptRejected)]
         bs = self.config.batch_size
         for start in range(0, len(todo), bs):
             batch = todo[start : start + bs]
-            for (i, _, _), scored in zip(batch, self._score_batch([(p, c) for _, p, c in batch])):
+            for (i, _, _), scored in zip(
+                batch, self._score_batch([(p, c) for _, p, c in batch], top_logprobs)
+            ):
                 out[i] = scored
         return out
 
-    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[Scored]:
+    def _score_batch(self, pairs: list[tuple[list[int], list[int]]], top_logprobs: int) -> list[Scored]:
         seqs = [p + c for p, c in pairs]
         width = max(len(s) for s in seqs)
         pad = self.tokenizer.pad_token_id
@@ -166,7 +191,12 @@ class HFEngine:
             lp = logits[row, len(p) - 1 : len(p) + len(c) - 1].float().log_softmax(-1)
             target = torch.tensor(c, device=self.device, dtype=torch.long)
             values = lp.gather(-1, target[:, None])[:, 0] if c else lp.new_zeros(0)
-            out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values.tolist()))
+            top = None
+            if top_logprobs:
+                best, idx = lp.topk(top_logprobs, dim=-1)
+                top = [{self.tokenizer.decode([int(i)]): float(v) for v, i in zip(vs, ids)}
+                       for vs, ids in zip(best.tolist(), idx.tolist())]  # fmt: skip
+            out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values.tolist(), top=top))
         return out
 
     def check_health(self) -> None:
@@ -177,3 +207,21 @@ class HFEngine:
         self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class OutputPenalty:
+    """OpenAI's presence and frequency penalties as a transformers logits processor: a token's logit loses
+    `presence` once it has been generated and `frequency` per time it was (vLLM counts output tokens only,
+    so the prompt's `width` left-padded positions are skipped)."""
+
+    def __init__(self, width: int, presence: float, frequency: float):
+        self.width = width
+        self.presence = presence
+        self.frequency = frequency
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros_like(scores)
+        generated = input_ids[:, self.width :]
+        if generated.shape[1]:
+            counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)

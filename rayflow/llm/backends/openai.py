@@ -79,7 +79,9 @@ class OpenAIEngine:
         params = params or SamplingParams()
         for p in prompts:
             if not isinstance(p, (str, list)):
-                raise TypeError(f"a prompt is a str or a list (messages or token ids), not {type(p).__name__}")
+                raise TypeError(
+                    f"a prompt is a str or a list (messages or token ids), not {type(p).__name__}"
+                )
         return self._map(lambda p: self._generate_one(p, params), prompts)
 
     def _generate_one(self, prompt: Prompt, params: SamplingParams) -> Generation | PromptRejected:
@@ -99,7 +101,15 @@ class OpenAIEngine:
             "max_tokens": params.max_tokens,
             "stop": list(params.stop) or None,
             "seed": params.seed if params.seed is not None else self.config.seed,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
         }
+        # vLLM's (and rayflow's) extensions, sent only when set: other servers may refuse unknown fields.
+        extra = {"top_k": params.top_k if params.top_k > 0 else None, "min_tokens": params.min_tokens or None,
+                 "repetition_penalty": params.repetition_penalty if params.repetition_penalty != 1.0 else None}  # fmt: skip
+        extra = {k: v for k, v in extra.items() if v is not None}
+        if extra:
+            common["extra_body"] = extra
         is_chat = isinstance(prompt, list) and prompt and isinstance(prompt[0], dict)
         if is_chat:
             if params.logprobs is not None:
@@ -133,9 +143,12 @@ class OpenAIEngine:
             _drop_eos(token_lps, choice.text, choice.finish_reason),
         )
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
-        """Per-token log-probs of each completion via `/v1/completions` with echo (vLLM servers), or a
-        `PromptRejected` per pair refused here or by the server."""
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
+    ) -> list[Scored | PromptRejected]:
+        """Per-token log-probs of each completion via `/v1/completions` with echo (vLLM and rayflow servers),
+        or a `PromptRejected` per pair refused here or by the server; `top_logprobs=k` also returns the k
+        likeliest tokens at each completion position."""
         if not self.config.echo_logprobs:
             raise EngineError(
                 "the openai backend cannot score with this server: chat endpoints return no prompt log-probs. "
@@ -143,17 +156,20 @@ class OpenAIEngine:
                 "engine.echo_logprobs=true, or use the vllm/hf backends."
             )
         pairs = scoring_inputs(self.tokenizer, prompts, completions, self.config.max_model_len, None)
-        return self._map(self._score_one, pairs)
+        return self._map(lambda pair: self._score_one(pair, top_logprobs), pairs)
 
-    def _score_one(self, pair: tuple[list[int], list[int]] | PromptRejected) -> Scored | PromptRejected:
+    def _score_one(
+        self, pair: tuple[list[int], list[int]] | PromptRejected, top_logprobs: int
+    ) -> Scored | PromptRejected:
         if isinstance(pair, PromptRejected):
             return pair
         p, c = pair
         try:
             choice = self._create(
                 self.client.completions.create,
-                model=self.model_name, prompt=p + c, echo=True, logprobs=0, max_tokens=1, temperature=0.0
-            ).choices[0]
+                model=self.model_name, prompt=p + c, echo=True, logprobs=top_logprobs, max_tokens=1,
+                temperature=0.0,
+            ).choices[0]  # fmt: skip
         except self._openai.BadRequestError as err:
             # Also what a server that cannot echo prompt log-probs answers: then every pair says so.
             return _refused(err)
@@ -163,10 +179,15 @@ class OpenAIEngine:
                 f"the server at {self.config.base_url} returned {len(values)} echoed log-probs for a "
                 f"{len(p) + len(c)}-token prompt; it does not support prompt log-probs"
             )
+        top = None
+        if top_logprobs:  # the server lists the token itself beside the top k: keep the k likeliest
+            tops = choice.logprobs.top_logprobs[len(p) : len(p) + len(c)]
+            top = [dict(sorted((t or {}).items(), key=lambda kv: -kv[1])[:top_logprobs]) for t in tops]
         return Scored(
             prompt_len=len(p),
             token_ids=list(c),
             logprobs=[float(v) for v in values[len(p) : len(p) + len(c)]],
+            top=top,
         )
 
     def check_health(self) -> None:

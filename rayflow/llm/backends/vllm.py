@@ -99,6 +99,11 @@ class VLLMEngine:
             stop=list(params.stop) or None,
             seed=params.seed,
             logprobs=params.logprobs,
+            top_k=params.top_k if params.top_k > 0 else -1,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            repetition_penalty=params.repetition_penalty,
+            min_tokens=params.min_tokens,
         )
 
     def generate(
@@ -111,7 +116,8 @@ class VLLMEngine:
         params = params or SamplingParams()
         inputs = generation_inputs(self.tokenizer, prompts, params, self.max_len, self.vocab_size)
         results = self._run(inputs, self._sampling(params))
-        return [r if isinstance(r, PromptRejected) else self._to_generation(r.outputs[0], params) for r in results]
+        return [r if isinstance(r, PromptRejected) else self._to_generation(r.outputs[0], params, len(x))
+                for r, x in zip(results, inputs)]  # fmt: skip
 
     def _run(self, inputs: list[list[int] | PromptRejected], sampling) -> list:
         """`llm.generate` over the token-id inputs, in one call; a `RequestOutput` per served input and the
@@ -166,7 +172,7 @@ class VLLMEngine:
         if getattr(resources, "engine_dead", False):
             raise EngineError("the vLLM engine-core process died")
 
-    def _to_generation(self, completion, params: SamplingParams) -> Generation:
+    def _to_generation(self, completion, params: SamplingParams, prompt_tokens: int) -> Generation:
         token_lps = None
         if params.logprobs is not None:
             token_lps = []
@@ -189,23 +195,33 @@ class VLLMEngine:
             token_ids=token_ids,
             finish_reason=completion.finish_reason or "length",
             logprobs=token_lps,
+            prompt_tokens=prompt_tokens,
         )
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[Scored | PromptRejected]:
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
+    ) -> list[Scored | PromptRejected]:
         """Per-token log-probs of each completion given its prompt, from vLLM's prompt log-probs; a
-        `PromptRejected` per pair it cannot score."""
+        `PromptRejected` per pair it cannot score. `top_logprobs=k` also returns the k likeliest tokens at
+        each completion position."""
         pairs = scoring_inputs(self.tokenizer, prompts, completions, self.max_len, self.vocab_size)
         inputs = [x if isinstance(x, PromptRejected) else x[0] + x[1] for x in pairs]
-        # prompt_logprobs=0 returns, at each position, the log-prob of the token actually there.
-        sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        # prompt_logprobs=k returns, at each position, the log-prob of the token actually there and the k
+        # likeliest tokens.
+        sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=top_logprobs)
         out: list[Scored | PromptRejected] = []
         for pair, r in zip(pairs, self._run(inputs, sampling)):
             if isinstance(r, PromptRejected):
                 out.append(r)
             else:
                 p, c = pair
-                values = [r.prompt_logprobs[len(p) + i][tok].logprob for i, tok in enumerate(c)]
-                out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values))
+                dists = [r.prompt_logprobs[len(p) + i] for i in range(len(c))]
+                values = [dist[tok].logprob for dist, tok in zip(dists, c)]
+                top = None
+                if top_logprobs:
+                    top = [{lp.decoded_token or self.tokenizer.decode([t]): lp.logprob for t, lp in dist.items()
+                            if lp.rank is not None and lp.rank <= top_logprobs} for dist in dists]  # fmt: skip
+                out.append(Scored(prompt_len=len(p), token_ids=list(c), logprobs=values, top=top))
         return out
 
     def close(self) -> None:
