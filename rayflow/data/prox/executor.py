@@ -35,7 +35,7 @@ from typing import Literal, NamedTuple
 from pydantic import Field
 
 from rayflow.config import Config
-from rayflow.data.prox.parser import FUNCTIONS_CHUNK, FUNCTIONS_DOC, parse_program, read_program
+from rayflow.data.prox.parser import FUNCTIONS_DOC, parse_program, read_chunk_calls
 from rayflow.data.prox.reference import reference_decision, reference_doc_keep, reference_operations
 
 Semantics = Literal["strict", "reference"]
@@ -105,26 +105,19 @@ def execute_chunk_program(text: str, program: str, config: ExecutorConfig = DEFA
     """Refine `text` with `program`: the chunk programs of one document, joined by newlines."""
     if config.semantics == "reference":
         return _reference_chunk(text, program, config)
-    ops, n_error, n_unknown = read_program(program, FUNCTIONS_CHUNK)
+    intervals, normalizations, remove_all, n_calls, n_error, n_unknown = read_chunk_calls(program)
     normalized = text
     applied: list[tuple[str, str]] = []
-    intervals: list[tuple[int, int]] = []
-    remove_all = False
-    for name, a, b in ops:
-        if name == "remove_lines":
-            if a is None:
-                remove_all = True
-            else:
-                intervals.append((a, b))
+    for a, b in normalizations:
         # The reference: one argument always replaces (a " " deletes every space); two never replace ""/" ".
-        elif name == "normalize" and a and (b is None or a != " "):
+        if a and (b is None or a != " "):
             replaced = normalized.replace(a, b or "")
             if len(replaced) != len(normalized) or replaced != normalized:
                 normalized = replaced
                 applied.append((a, b or ""))
 
     words_in = len(text.split())
-    n_calls, applied = len(ops), tuple(applied)
+    applied = tuple(applied)
     if words_in == 0:
         return ChunkResult("", False, n_error, "empty", False, 0, 0, n_calls, n_unknown, 0, applied)
     processed = normalized

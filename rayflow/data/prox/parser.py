@@ -145,6 +145,41 @@ def read_program(program: str, functions: frozenset[str]) -> tuple[list[Op], int
     return ops, n_error, n_unknown
 
 
+def read_chunk_calls(
+    program: str,
+) -> tuple[list[tuple[int, int]], list[tuple[str, str | None]], bool, int, int, int]:
+    """A chunk program's calls sorted by kind, as the executor applies them, in one pass: `(intervals,
+    normalizations, remove_all, n_calls, n_error_ops, n_unknown_calls)`. `intervals` are the `remove_lines`
+    (start, end) and `normalizations` the `normalize` (source, target or None) in program order; `n_calls`
+    counts every valid call (`len(parse_program(...).ops)`)."""
+    intervals: list[tuple[int, int]] = []
+    normalizations: list[tuple[str, str | None]] = []
+    remove_all = False
+    n_other = n_error = n_unknown = 0
+    for start, end, all_, source, target, noop, other in _LINES[FUNCTIONS_CHUNK].findall(program):
+        if start:
+            intervals.append((int(start), int(end)))
+        elif source:
+            normalizations.append((source[1:-1], target[1:-1] if target else None))
+        elif all_ or noop:
+            remove_all = remove_all or bool(all_)
+            n_other += 1
+        elif other:
+            line_ops, errors, unknown = _read_line(other, FUNCTIONS_CHUNK)
+            n_error += errors
+            n_unknown += unknown
+            for name, a, b in line_ops:
+                if name == "normalize":
+                    normalizations.append((a, b))
+                elif name == "remove_lines" and a is not None:
+                    intervals.append((a, b))
+                else:
+                    remove_all = remove_all or name == "remove_lines"
+                    n_other += 1
+    n_calls = len(intervals) + len(normalizations) + n_other
+    return intervals, normalizations, remove_all, n_calls, n_error, n_unknown
+
+
 def parse_program_by_line(program: str, functions: frozenset[str]) -> ParsedProgram:
     """`parse_program` without the whole-program pass: every line read on its own (the property tests check
     that the two agree)."""

@@ -15,6 +15,7 @@ from rayflow.data.prox.parser import (
     parse_line,
     parse_program,
     parse_program_by_line,
+    read_chunk_calls,
 )
 from rayflow.data.prox.reference import reference_chunk_execute, reference_doc_keep
 
@@ -333,6 +334,16 @@ def test_whole_program_reading_equals_line_by_line_reading(lines):
     program = "\n".join(a + line + b for a, line, b in lines)
     for functions in (FUNCTIONS_CHUNK, FUNCTIONS_DOC):
         assert parse_program(program, functions) == parse_program_by_line(program, functions)
+    # The executor's one-pass reading sorts the same calls by kind.
+    ops, n_error, n_unknown = parse_program(program, FUNCTIONS_CHUNK)
+    assert read_chunk_calls(program) == (
+        [(a, b) for name, a, b in ops if name == "remove_lines" and a is not None],
+        [(a, b) for name, a, b in ops if name == "normalize"],
+        ("remove_lines", None, None) in ops,
+        len(ops),
+        n_error,
+        n_unknown,
+    )
 
 
 @settings(max_examples=300, deadline=None)
