@@ -9,16 +9,16 @@ path is real.
 Prompts are passed to the engine as token ids, so truncation is exact: the doc prompt is cut at
 `doc_max_prompt_tokens`. How prompts are rendered and what budgets programs get is a preset (`LMConfig.preset`):
 
-* `rayflow` (the default): the model's own chat template at both levels; a doc program gets 32 tokens (programs
+* `rayflow`: the model's own chat template at both levels; a doc program gets 32 tokens (programs
   are ~5), and any prompt is cut to leave its program's budget free in the model's context;
-* `prox`: as ProX runs its released refiners (use it with them): the doc prompt in the Llama-2-chat template,
+* `prox`: as ProX runs its released refiners: the doc prompt in the Llama-2-chat template,
   the chunk prompt sent as text (see `prompts`), doc programs up to 2000 tokens, and prompts cut only at
   `doc_max_prompt_tokens` (or the context), the program then ending where the context does, as vLLM ends it.
   A program cut before its `drop_doc()` keeps the document, so the budget changes decisions.
 
-Each setting a preset fixes may still be set on its own (null, the default, takes the preset's); a setting
-given in the config wins over the preset's.
-Decoding is greedy.
+The default, `auto`, picks `prox` when a level's model is one of ProX's released refiners (`gair-prox/...`) and
+`rayflow` otherwise. Each setting a preset fixes may still be set on its own (null, the default, takes the
+preset's); a setting given in the config wins over the preset's. Decoding is greedy.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from rayflow.data.prox.prompts import (
 )
 from rayflow.llm import Engine, EngineConfig, PromptRejected, SamplingParams, load_tokenizer
 
-PromptPreset = Literal["rayflow", "prox"]
+PromptPreset = Literal["auto", "rayflow", "prox"]
+# ProX's released refiners (gair-prox/{web,math}-{doc,chunk}-refining-lm): `auto` runs them under the prox preset.
+RELEASED_PREFIX = "gair-prox/"
 # What each preset sets, unless the config sets it itself.
 PRESETS: dict[str, dict[str, Any]] = {
     "rayflow": {
@@ -65,9 +67,10 @@ class LMConfig(Config):
     doc_engine: EngineConfig = EngineConfig(backend="vllm", model="gair-prox/web-doc-refining-lm")
     chunk_engine: EngineConfig = EngineConfig(backend="vllm", model="gair-prox/web-chunk-refining-lm")
     preset: PromptPreset = Field(
-        "rayflow",
-        description="prompt rendering and budgets: rayflow (model's template, 32-token doc programs) or prox "
-        "(as ProX runs its released refiners: Llama-2-chat doc prompt, text chunk prompt, 2000-token doc programs)",
+        "auto",
+        description="prompt rendering and budgets: rayflow (model's template, 32-token doc programs), prox (as "
+        "ProX runs its released refiners: Llama-2-chat doc prompt, text chunk prompt, 2000-token doc programs), "
+        "or auto (prox for gair-prox/ models, else rayflow)",
     )
     doc_template: DocTemplate | None = Field(
         None,
@@ -104,10 +107,17 @@ class LMConfig(Config):
         one of them holds a value."""
         if not isinstance(data, dict):
             return data
-        preset = PRESETS.get(data.get("preset", "rayflow"))
+        preset = PRESETS.get(
+            _resolve(data.get("preset", "auto"), data.get("doc_engine"), data.get("chunk_engine"))
+        )
         if preset is None:
             return data  # field validation names the bad preset
         return {**data, **{k: v for k, v in preset.items() if data.get(k) is None}}
+
+    @property
+    def resolved_preset(self) -> str:
+        """`preset`, with `auto` resolved: prox when a level's model is one of ProX's released refiners."""
+        return _resolve(self.preset, self.doc_engine, self.chunk_engine)
 
     @model_serializer(mode="wrap")
     def _dump_preset_values_as_null(self, handler) -> dict[str, Any]:
@@ -115,10 +125,23 @@ class LMConfig(Config):
         starts from, `_prox_job.json`) still follows a `preset` set after it: `lm.preset=prox` on the command
         line gets all of ProX's settings except those the file sets otherwise."""
         data = handler(self)
-        for key, value in PRESETS[self.preset].items():
+        for key, value in PRESETS[self.resolved_preset].items():
             if data.get(key) == value:
                 data[key] = None
         return data
+
+
+def _resolve(preset: str, *engines: Any) -> str:
+    """`auto` -> prox when any engine (an `EngineConfig`, its data, or None for the default) names a released
+    ProX refiner, else rayflow; other presets as they are."""
+    if preset != "auto":
+        return preset
+    default = LMConfig.model_fields["doc_engine"].default.model
+    names = [
+        default if e is None else e.get("model", "") if isinstance(e, dict) else getattr(e, "model", "")
+        for e in engines
+    ]
+    return "prox" if any(str(name).startswith(RELEASED_PREFIX) for name in names) else "rayflow"
 
 
 class LMGenerator:

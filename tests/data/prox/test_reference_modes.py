@@ -87,28 +87,41 @@ def test_prox_chunk_prompt_is_template_text_encoded_as_vllm_does(llama_like):
     assert chunk_prompt_ids(llama_like, chunk).count(bos) == 1
 
 
-def test_presets_set_defaults_that_a_config_can_override():
-    assert LMConfig().doc_max_tokens == 32 and LMConfig().doc_template == "model"
-    prox = LMConfig(preset="prox")
-    assert (prox.doc_template, prox.chunk_encoding, prox.doc_max_tokens, prox.reserve_program_room) == (
-        "llama2_chat",
-        "template_text",
-        2000,
-        False,
-    )
-    assert prox.doc_max_prompt_tokens == 2000 and prox.chunk_max_tokens == 256 and prox.chunk_tokens == 1500
+def test_presets_set_defaults_that_a_config_can_override(tiny_model):
+    tiny = EngineConfig(backend="hf", model=str(tiny_model))
+    ours = LMConfig(doc_engine=tiny, chunk_engine=tiny)  # auto: not a released ProX refiner -> rayflow
+    assert (ours.resolved_preset, ours.doc_max_tokens, ours.doc_template) == ("rayflow", 32, "model")
+    # auto with ProX's released refiners (the default models) -> prox, as ProX runs them.
+    for prox in (LMConfig(), LMConfig(doc_engine=tiny, chunk_engine=tiny, preset="prox")):
+        assert prox.resolved_preset == "prox"
+        assert (prox.doc_template, prox.chunk_encoding, prox.doc_max_tokens, prox.reserve_program_room) == (
+            "llama2_chat",
+            "template_text",
+            2000,
+            False,
+        )
+        assert (
+            prox.doc_max_prompt_tokens == 2000 and prox.chunk_max_tokens == 256 and prox.chunk_tokens == 1500
+        )
+        assert LMConfig.model_validate(prox.model_dump()) == prox
     assert LMConfig(preset="prox", doc_max_tokens=64).doc_max_tokens == 64
-    assert LMConfig.model_validate(prox.model_dump()) == prox
-    # Shipped configs keep their behaviour (no preset key: rayflow's).
+    assert LMConfig(preset="rayflow").doc_template == "model"
+    # Shipped configs keep their behaviour (tiny models, no preset key: rayflow's).
     cfg = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml")
-    assert cfg.lm.preset == "rayflow" and cfg.lm.doc_max_tokens == 16 and cfg.lm.doc_template == "model"
+    assert (
+        cfg.lm.resolved_preset == "rayflow" and cfg.lm.doc_max_tokens == 16 and cfg.lm.doc_template == "model"
+    )
     over = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml", ["lm.preset=prox"])
     assert over.lm.doc_template == "llama2_chat" and over.lm.doc_max_tokens == 16  # the file's value wins
+    released = ["lm.doc_engine.model=gair-prox/web-doc-refining-lm", "lm.chunk_engine.model=gair-prox/x"]
+    assert load_config(
+        ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml", released
+    ).lm.doc_template == ("llama2_chat")
 
 
 def test_prompt_budgets_fit_the_context_as_each_preset_says(tokenizer):
     text = ["word " * 3000]
-    prox, ours = LMGenerator(LMConfig(preset="prox")), LMGenerator(LMConfig())
+    prox, ours = LMGenerator(LMConfig(preset="prox")), LMGenerator(LMConfig(preset="rayflow"))
     # ProX: the prompt is cut only at 2000 tokens (here the 512-token context, less one), the program ending at
     # the context; rayflow leaves the program's budget free.
     assert len(prox.doc_prompts(text, tokenizer, 512)[0]) == 511 and prox.max_tokens("doc", 512) == 512
