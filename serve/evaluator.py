@@ -15,6 +15,7 @@ application of serve/config.yaml (route prefix /eval). See docs/ragchecker.md.
 # No `from __future__ import annotations` here: `serve run` turns a YAML `args:` block into the builder's
 # pydantic model only when the annotation is the class itself, not a string.
 import asyncio
+import threading
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -78,12 +79,24 @@ class EvaluatorServer:
         self.llm = llm
         self.generate = from_deployment(llm)
         self._nli: NLIChecker | None = None
+        self._classifier = None
+        self._load = threading.Lock()
+
+    def classifier(self):
+        """The replica's one copy of the NLI model (a `PairClassifier`), loaded on first use (an LLM-only
+        deployment never pays for it) and shared by the NLI checker and the conflict detector."""
+        from rayflow.eval.conflicts import PairClassifier
+
+        with self._load:
+            if self._classifier is None:
+                self._classifier = PairClassifier(self.args.nli_model)
+            return self._classifier
 
     def nli(self) -> NLIChecker:
         if self.args.nli_model is None:
             raise bad_request("checker: this service has no NLI model (set nli_model in its args)", "checker")
-        if self._nli is None:  # loaded on first use: an LLM-only deployment never pays for it
-            self._nli = NLIChecker(self.args.nli_model, self.args.checking)
+        if self._nli is None:
+            self._nli = NLIChecker(self.args.nli_model, self.args.checking, loaded=self.classifier())
         return self._nli
 
     def __serve_build_asgi_app__(self):
@@ -130,7 +143,7 @@ class EvaluatorServer:
         # every two texts by the NLI detector on nli_model (docs/conflicts.md).
         from rayflow.eval.conflicts import ConflictService, ConflictsRequest
 
-        conflicts = ConflictService(self.args.nli_model)
+        conflicts = ConflictService(self.args.nli_model, self.classifier)
 
         @app.post("/v1/conflicts", dependencies=[auth])
         async def detect_conflicts(request: ConflictsRequest):

@@ -9,6 +9,7 @@ sequence-classification id, `tiny` offline), `detectors` (the three detectors an
 See docs/conflicts.md.
 """
 
+from rayflow.eval.conflicts.classifier import PairClassifier
 from rayflow.eval.conflicts.detectors import (
     ConflictService,
     ConflictsRequest,
@@ -26,6 +27,7 @@ __all__ = [
     "ConflictsRequest",
     "Detection",
     "DetectorConfig",
+    "PairClassifier",
     "build_detector",
     "conflict_type",
     "detect_conflicts",

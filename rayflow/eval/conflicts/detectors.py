@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
@@ -76,9 +76,12 @@ class Detection:
 class NLIDetector:
     """Conflict when the NLI head's P(contradiction) exceeds its P(entailment)."""
 
-    def __init__(self, cfg: DetectorConfig):
+    def __init__(self, cfg: DetectorConfig, clf: PairClassifier | None = None):
+        """`clf`: a classifier already holding `cfg.model` (shared, not loaded again); None = load it."""
         self.cfg = cfg
-        self.clf = PairClassifier(cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        self.clf = clf or PairClassifier(
+            cfg.model, device=cfg.device, batch_size=cfg.batch_size, max_length=cfg.max_length
+        )
         self.entail, self.contra = self.clf.label_index("entail"), self.clf.label_index("contra")
         if self.entail is None or self.contra is None:
             raise ValueError(
@@ -205,19 +208,29 @@ def detect_conflicts(request: ConflictsRequest, detector: Detector) -> dict:
 class ConflictService:
     """The `/v1/conflicts` route's state in a Serve replica: an NLI detector on `model` (a Serve app's NLI
     classifier), loaded on the first request, run off the event loop. `model` None: the route answers that
-    the service has no detector. (The LLM detector needs `Engine.score`, which the generic LLM deployment
-    does not serve, so the service detects with NLI only.)"""
+    the service has no detector. `classifier`: where the replica's one copy of the model comes from (a
+    function returning a `PairClassifier`, called on the first request), so that its other routes share it;
+    None = load one here. (The LLM detector needs `Engine.score`, which the generic LLM deployment does not
+    serve, so the service detects with NLI only.)"""
 
-    def __init__(self, model: str | None):
+    def __init__(self, model: str | None, classifier: Callable[[], PairClassifier] | None = None):
         self.model = model
+        self.classifier = classifier
         self._detector: Detector | None = None
         self._lock = threading.Lock()
 
-    def _detect(self, request: ConflictsRequest) -> dict:
-        with self._lock:  # one load, and one forward pass at a time on the replica's model
+    def detector(self) -> Detector:
+        """The NLI detector, built on first use."""
+        with self._lock:
             if self._detector is None:
-                self._detector = build_detector(DetectorConfig(kind="nli", model=self.model))
-            return detect_conflicts(request, self._detector)
+                clf = self.classifier() if self.classifier is not None else None
+                self._detector = NLIDetector(DetectorConfig(kind="nli", model=self.model), clf)
+            return self._detector
+
+    def _detect(self, request: ConflictsRequest) -> dict:
+        detector = self.detector()
+        with self._lock:  # one forward pass at a time on the replica's model
+            return detect_conflicts(request, detector)
 
     async def reply(self, request: ConflictsRequest) -> dict:
         """`detect_conflicts` for one request; ValueError (its message starting with the field) for a bad one."""

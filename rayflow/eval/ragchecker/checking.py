@@ -221,16 +221,24 @@ class NLIChecker:
     forward.
     """
 
-    def __init__(self, model: str, cfg: CheckingConfig, cache: LabelCache | None = None, device: str = "cpu"):
+    def __init__(
+        self, model: str, cfg: CheckingConfig, cache: LabelCache | None = None, device: str = "cpu", loaded=None
+    ):
+        """`loaded`: a `rayflow.eval.conflicts.PairClassifier` already holding `model`, whose tokenizer and
+        weights are used instead of loading a second copy (a Serve replica shares one between its routes)."""
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from rayflow.eval.ragchecker.tiny_nli import resolve_nli_model
 
         self.model_name, self.cfg, self.cache = model, cfg, cache
-        path = resolve_nli_model(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        if loaded is not None:
+            self.tokenizer, self.model, device = loaded.tokenizer, loaded.model, loaded.device
+        else:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            from rayflow.eval.ragchecker.tiny_nli import resolve_nli_model
+
+            path = resolve_nli_model(model)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
         self.labels = [nli_label(self.model.config.id2label[i]) for i in range(self.model.config.num_labels)]
         self.device = device
         self._torch = torch
