@@ -6,6 +6,7 @@ generic LLM deployment, and its web page. Routes, under the application's prefix
     POST /v1/retrieve     {query, top_k, mode: dense|sparse|hybrid, filters}    -> {results: [{doc_id, chunk_id, ...}]}
     POST /v1/query        {query, history?, top_k?, query_id?, stream?}         -> {query_id, query, response,
                           citations, retrieved_context, passages, trace, ...}; stream=true: server-sent events
+                          (steps, the answer as soon as it is written, revisions, citations, done)
     GET  /healthz         200 once the model answers, 503 while it loads
 
 Build with `build_assistant_app(AssistantAppArgs(...))` or the `assistant` application of `serve/config.yaml`.
@@ -29,7 +30,7 @@ from ray.serve import Application
 
 from rayflow.config import AppArgs
 from rayflow.llm import EngineConfig
-from rayflow.rag import AssistantConfig, answer
+from rayflow.rag import AnswerText, AssistantConfig, answer
 from rayflow.rag.searcher import IndexSearcher, SearchConfig, read_documents
 from rayflow.retrieval import Document, Filters, Mode
 from rayflow.serving import HTTPConfig, LLMServer, LLMServerConfig, ReplicaOptions, from_deployment
@@ -167,8 +168,10 @@ class AssistantServer:
         return app
 
     async def _stream(self, question: str, kwargs: dict):
-        """Events: `step` per trace step as it finishes, `answer` pieces of the final text, `citations` (with the
-        passages they point into), then `done` with the whole answer; `error` if the run fails."""
+        """Events: `step` per trace step as it finishes; `answer` pieces of the answer's text as soon as the model
+        has written it (before citations and self-critique); `revision` with the whole text when citations or a
+        critique change it (it replaces what was sent); `citations` (with the passages they point into); then
+        `done` with the whole answer; `error` if the run fails."""
         events: asyncio.Queue = asyncio.Queue()
         run = asyncio.ensure_future(
             answer(
@@ -177,21 +180,24 @@ class AssistantServer:
                 self.searcher,
                 self.args.assistant,
                 listener=lambda step: events.put_nowait(step.model_dump()),
+                writer=events.put_nowait,
                 **kwargs,
             )
         )
         run.add_done_callback(lambda _: events.put_nowait(None))
-        while (step := await events.get()) is not None:
-            yield _sse("step", step)
+        while (event := await events.get()) is not None:
+            if not isinstance(event, AnswerText):
+                yield _sse("step", event)
+            elif event.kind == "draft":
+                for piece in _PIECE.findall(event.text):
+                    yield _sse("answer", {"delta": piece})
+            else:
+                yield _sse("revision", {"text": event.text, "reason": event.reason})
         if run.exception() is not None:
             message = f"{type(run.exception()).__name__}: {run.exception()}"
             yield _sse("error", {"error": {"message": message, "type": "server_error", "code": 500}})
             return
         result = run.result()
-        # The answer is final only after self-critique (which may rewrite it), so its text is sent as it was
-        # last written, in word pieces, then the citations its markers refer to.
-        for piece in _PIECE.findall(result.response):
-            yield _sse("answer", {"delta": piece})
         yield _sse(
             "citations",
             {

@@ -12,13 +12,14 @@ flow's view of a `rayflow.retrieval` index), `static/` (the web page the Serve a
 """
 
 from rayflow.rag.citations import attach_citations
-from rayflow.rag.flow import AssistantAnswer, AssistantConfig, Citation, Passage, Searcher, answer
+from rayflow.rag.flow import AnswerText, AssistantAnswer, AssistantConfig, Citation, Passage, Searcher, answer
 from rayflow.rag.metadata import route_metadata
 from rayflow.rag.prompts import PROMPT_VERSION
 from rayflow.rag.trace import Trace, TraceStep
 
 __all__ = [
     "PROMPT_VERSION",
+    "AnswerText",
     "AssistantAnswer",
     "AssistantConfig",
     "Citation",

@@ -4,6 +4,10 @@
     -> metadata routing -> hybrid retrieval per sub-query -> rerank -> per-source filtering -> sub-answers
     -> final answer -> citations (per sentence, BM25) -> self-critique ([YES] stops, [NO] + reason refines)
 
+The answer's text is told to a `writer` as soon as the model has written it (`AnswerText("draft", ...)`:
+before citations and self-critique, so a page can show it while the flow goes on), and again each time it
+changes (`AnswerText("revision", ..., reason="citations" | "critique")`); the last one told is the response.
+
 Every model call goes through a `Generate` function (a local engine via `from_engine`, or the Serve LLM
 deployment via `rayflow.serving.llm.from_deployment`); each step's prompt is in `rayflow.rag.prompts`. A reply
 the parser cannot use, or a prompt the engine refuses, makes that step fall back to its safe default (route:
@@ -121,6 +125,16 @@ class AssistantAnswer(BaseModel):
     prompt_version: str = P.PROMPT_VERSION
 
 
+@dataclass(frozen=True)
+class AnswerText:
+    """The answer's text as it stands: `draft` (as written, before citations and critique) or `revision`
+    (replacing what was told before; `reason` is `citations` or `critique`)."""
+
+    kind: Literal["draft", "revision"]
+    text: str
+    reason: str = ""
+
+
 @dataclass
 class Run:
     """What every step reads: the model, the index, the settings, and the trace it records into."""
@@ -129,6 +143,14 @@ class Run:
     searcher: Searcher
     config: AssistantConfig
     trace: Trace
+    writer: Callable[[AnswerText], Any] | None = None
+    told: str | None = None  # the answer text last told to the writer
+
+    def tell(self, kind: Literal["draft", "revision"], text: str, reason: str = "") -> None:
+        """Tell the writer the answer's text when it differs from what it was told last."""
+        if self.writer is not None and text != self.told:
+            self.told = text
+            self.writer(AnswerText(kind, text, reason))
 
     async def ask(self, users: Sequence[str], max_tokens: int) -> list[str | PromptRejected]:
         """One model call for several prompts (batched together); each reply's text, or its refusal."""
@@ -422,10 +444,12 @@ async def answer(
     top_k: int | None = None,
     query_id: str | None = None,
     listener: Callable[[TraceStep], Any] | None = None,
+    writer: Callable[[AnswerText], Any] | None = None,
 ) -> AssistantAnswer:
     """Answer `question` (the user's latest message; `history` the conversation before it, as chat
-    messages). `listener` hears each trace step as it is recorded."""
-    run = Run(generate, searcher, config, Trace(listener))
+    messages). `listener` hears each trace step as it is recorded; `writer` the answer's text as it is written
+    and each time it changes (see the module docstring)."""
+    run = Run(generate, searcher, config, Trace(listener), writer)
     base = {"query_id": query_id or uuid.uuid4().hex[:12], "query": question}
 
     decision = await route(run, question)
@@ -435,6 +459,7 @@ async def answer(
         run.trace.record(
             "answer", t, detail={"text": _text(reply)}, prompt_version=P.PROMPT_VERSION, error=_error(reply)
         )
+        run.tell("draft", _text(reply))
         return AssistantAnswer(
             **base, response=_text(reply), route="direct", standalone_query=question, trace=run.trace.steps
         )
@@ -442,6 +467,7 @@ async def answer(
     if config.clarify and not any(m["role"] == "assistant" for m in history):
         asked = await clarify(run, question)
         if asked is not None:
+            run.tell("draft", asked)
             return AssistantAnswer(
                 **base, response=asked, route="clarify", standalone_query=question, trace=run.trace.steps
             )
@@ -456,13 +482,16 @@ async def answer(
     passages = _union(kept)[: config.max_passages]
 
     draft = await write_answer(run, standalone, findings, passages)
+    run.tell("draft", draft)
     text, citations = cite(run, draft, passages)
+    run.tell("revision", text, "citations")
     for _ in range(config.critique_rounds):
         verdict = await critique(run, standalone, text, passages)
         if verdict is None or verdict[0] == "yes":
             break
         draft = await refine(run, standalone, draft, verdict[1], passages)
         text, citations = cite(run, draft, passages)
+        run.tell("revision", text, "critique")
 
     return AssistantAnswer(
         **base,

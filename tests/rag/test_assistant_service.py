@@ -146,17 +146,26 @@ def events(response) -> list[tuple[str, dict]]:
     return out
 
 
-def test_query_streams_steps_answer_citations_done(http, question):
+def test_query_streams_steps_answer_revisions_citations_done(http, question):
     with http.stream("POST", "/v1/query", json={"query": question["query"], "stream": True}) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         got = events(response)
     names = [n for n, _ in got]
     assert names[-1] == "done" and names[-2] == "citations"
-    steps = names.index("answer") if "answer" in names else names.index("citations")
-    assert set(names[:steps]) == {"step"} and set(names[steps:-2]) <= {"answer"}
+    assert set(names[:-2]) <= {"step", "answer", "revision"}
     done = got[-1][1]
-    assert "".join(d["delta"] for n, d in got if n == "answer") == done["response"]
-    assert [d["name"] for n, d in got if n == "step"] == [s["name"] for s in done["trace"]]
+    steps = [d["name"] for n, d in got if n == "step"]
+    assert steps == [s["name"] for s in done["trace"]]
+    # The answer is sent as soon as it is written: right after its step, before citations and self-critique.
+    if done["route"] == "retrieve":
+        first = names.index("answer")
+        assert [d["name"] for n, d in got[:first] if n == "step"][-1] == "answer"
+        assert "critique" not in [d["name"] for n, d in got[:first] if n == "step"]
+    # What the page shows at the end (the streamed pieces, replaced by each revision) is the response.
+    shown = ""
+    for n, d in got:
+        shown = shown + d["delta"] if n == "answer" else d["text"] if n == "revision" else shown
+    assert shown == done["response"]
     assert got[-2][1]["citations"] == done["citations"]
 
 

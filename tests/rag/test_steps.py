@@ -126,6 +126,7 @@ def run(question, replies, config=None, **kw):
 
 
 def test_full_flow_with_critique_refine_and_rag_checker_fields():
+    heard = []  # trace steps and answer texts, in the order the flow tells them
     result, seen, index = run(
         "Compare HNSW vector search and BM25 ranking in ir since 2020",
         {
@@ -139,6 +140,8 @@ def test_full_flow_with_critique_refine_and_rag_checker_fields():
             "Improve the answer": "HNSW graphs give fast vector search. Rank fusion merges dense and sparse rankings.",
         },
         AssistantConfig(critique_rounds=1, citations_per_sentence=1),
+        listener=lambda step: heard.append(step.name),
+        writer=lambda text: heard.append((text.kind, text.text, text.reason)),
     )
     assert result.route == "retrieve"
     assert result.subqueries == ["How does HNSW vector search work?", "How does BM25 ranking work?"]
@@ -159,6 +162,17 @@ def test_full_flow_with_critique_refine_and_rag_checker_fields():
     assert {"query_id", "query", "response", "retrieved_context"} <= set(result.model_dump())
     assert result.retrieved_context[0] == {"doc_id": "p1", "text": PASSAGES[0]}
     assert sum("sub-questions" in s for s in seen) == 1
+    # The draft is told as soon as it is written, before citations and critique; each change replaces it.
+    draft = "HNSW graphs give fast vector search. BM25 ranking uses term overlap."
+    assert heard[heard.index("answer") + 1 :] == [
+        ("draft", draft, ""),
+        "citations",
+        ("revision", "HNSW graphs give fast vector search [1]. BM25 ranking uses term overlap [2].", "citations"),
+        "critique",
+        "refine",
+        "citations",
+        ("revision", result.response, "critique"),
+    ]
 
 
 def test_filter_drops_a_paper_and_yes_stops_the_critique():

@@ -1,4 +1,5 @@
-// The assistant's page: POST v1/query with stream=true and render its server-sent events as they arrive.
+// The assistant's page: POST v1/query with stream=true and render its server-sent events as they arrive: the
+// answer's pieces as soon as the model has written it, then each revision (citations, self-critique) in its place.
 // Every URL is relative, so the page works under any route prefix. Model output is shown as text, never as HTML.
 "use strict";
 
@@ -24,7 +25,7 @@ async function ask() {
   const query = $("question").value.trim();
   if (!query) return;
   answerText = ""; citations = []; passages = [];
-  $("answer").textContent = ""; $("answer").dataset.pieces = 0; $("passages").textContent = ""; $("trace").textContent = "";
+  $("answer").textContent = ""; $("answer").dataset.pieces = 0; $("answer").dataset.revisions = 0; $("passages").textContent = ""; $("trace").textContent = "";
   $("chunk").hidden = true;
   $("ask").disabled = true;
   setStatus("thinking…");
@@ -75,6 +76,12 @@ function handle(name, data) {
     $("answer").dataset.pieces = Number($("answer").dataset.pieces) + 1;  // how many pieces streamed in
     renderAnswer();
     setStatus("writing…");
+  }
+  else if (name === "revision") {  // citations or the self-critique changed the text: it replaces what was shown
+    answerText = data.text;
+    $("answer").dataset.revisions = Number($("answer").dataset.revisions || 0) + 1;
+    renderAnswer();
+    setStatus(data.reason === "critique" ? "revised after self-critique…" : "citing…");
   }
   else if (name === "citations") { citations = data.citations; passages = data.passages; renderAnswer(); renderPassages(); }
   else if (name === "done") setStatus(`done: ${data.route}, ${data.citations.length} citation(s)`);
