@@ -12,7 +12,8 @@ Same Serve app, same vLLM engine (tiny model); batching is switched live on both
 A bounded load generator on loopback keeps a fixed number of requests in flight (concurrency 1, 4, 16,
 64) against `POST /v1/judge/safety` (safetyj, label mode) and records throughput, p50/p99 latency, the
 LLM deployment's engine batches (count, mean size, seconds in engine calls) and the CPU time per request of
-each process on the path (HTTP proxy, judge replica, LLM replica, vLLM engine core, client, Ray) at each level. The JSON's ratio
+each process on the path (HTTP proxy, judge replica, LLM replica, vLLM's engine-core and worker processes,
+client, the rest) at each level. The JSON's ratio
 is candidate / baseline throughput at concurrency 16.
 
 Run: `python benchmarks/judge_batching.py [--requests-per-level 4] [--min-requests 32]`
@@ -63,7 +64,7 @@ async def load(url: str, concurrency: int, n: int) -> dict:
             "p99_ms": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)}  # fmt: skip
 
 
-ROLES = {"ProxyActor": "proxy", "SafetyJudgeServer": "judge", "LLMServer": "llm", "EngineCore": "engine"}
+ROLES = {"ProxyActor": "proxy", "SafetyJudgeServer": "judge", "LLMServer": "llm", "VLLM::": "engine"}
 
 
 def cpu_by_role() -> dict[str, float]:

@@ -120,6 +120,8 @@ class SafetyJudgeServer:
 
     async def judge_requests(self, requests: list[JudgeRequest]) -> list[JudgeResult]:
         """Judge one HTTP request's items, batched with concurrent requests'."""
+        if self.max_batch_size == 1:  # each request alone, without the batch queue's one-at-a-time turn
+            return await judge(requests, self.generate, self.args.judge, self.model_name)
         out = await self._judge(requests)
         if isinstance(out, Exception):
             raise out
@@ -127,6 +129,7 @@ class SafetyJudgeServer:
 
     def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """Change request batching on the live replica (max_batch_size=1: each request judged alone)."""
+        self.max_batch_size = max_batch_size
         self._judge.set_max_batch_size(max_batch_size)
         self._judge.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
