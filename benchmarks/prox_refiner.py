@@ -33,7 +33,14 @@ from rayflow.llm.tiny import REFINER_DIR
 from rayflow.train import prox_refiner
 
 REPO = Path(__file__).resolve().parents[1]
-PROMPT_KEYS = ("doc_max_prompt_tokens", "doc_max_tokens", "chunk_tokens", "chunk_max_tokens", "long_line")
+PROMPT_KEYS = (
+    "preset",
+    "doc_max_prompt_tokens",
+    "doc_max_tokens",
+    "chunk_tokens",
+    "chunk_max_tokens",
+    "long_line",
+)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: run the flagship job through `ray job submit` on a local Ray head, then summarise it.
+# `make demo`: run the flagship job through `ray job submit` on a local Ray head, then summarise it; then the same
+# corpus with the `lm` generator (the shipped tiny refiner), one document's two outputs side by side.
 # Uses the cluster at $RAY_API_SERVER_ADDRESS (default http://127.0.0.1:8265) if one answers; otherwise
 # starts a local head on 127.0.0.1 and stops it again at the end. RAYFLOW_DEMO_OVERRIDES adds key=value
 # settings to the job's command line.
@@ -71,4 +72,38 @@ excerpt("after: text", example["text"])
 dropped = [r for r in rows if not r["kept"]][:3]
 print("-- dropped: " + "; ".join(f"{r['id']} ({r['doc_program'].splitlines()[0][:60]})" for r in dropped))
 print(f"== output: {out}/data (Parquet), errors/, summary.json, run.json")
+PY
+
+# The same corpus refined by the `lm` generator: rayflow's tiny refiner (`tiny:refiner`, trained from the rules
+# teacher; docs/prox_refiner.md) through vLLM. One document's two outputs are printed side by side.
+lm_out="$out-lm"
+id="rayflow-demo-lm-$(date +%s)"
+echo "== submitting $id: the same corpus with the lm generator (configs/prox_refine_lm.yaml, tiny:refiner)"
+ray job submit --address "$address" --submission-id "$id" --working-dir . \
+  --runtime-env-json '{"excludes": [".venv", ".git", "outputs", ".cache", "benchmarks/results"]}' \
+  -- python jobs/prox_refine.py --config configs/prox_refine_lm.yaml "output_dir=$lm_out" overwrite=true
+python - "$out" "$lm_out" <<'PY'
+import json, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+rules, lm = ({r["id"]: r for r in pq.read_table(Path(d) / "data").to_pylist()} for d in sys.argv[1:3])
+stats = json.loads((Path(sys.argv[2]) / "summary.json").read_text())
+print(f"\n== lm: {stats['documents_kept']} of {stats['documents_in']} kept, word retention {stats['word_retention']:.0%}; "
+      f"decisions equal to the rules' on {sum(rules[i]['kept'] == lm[i]['kept'] for i in rules)} of {len(rules)} documents")
+doc = "web-sourdough" if "web-sourdough" in rules else sorted(rules)[0]
+width = 58
+def column(row):
+    text = row["text"] if row["kept"] else f"(dropped: {row['drop_reason']})"
+    return [line[:width] for line in text.split("\n")]
+left, right = column(rules[doc]), column(lm[doc])
+print(f"== {doc}: rules | lm (tiny:refiner)")
+print(f"   {'-- rules ' + '-' * (width - 9)} | {'-- lm ' + '-' * (width - 6)}")
+for i in range(max(len(left), len(right))):
+    a = left[i] if i < len(left) else ""
+    b = right[i] if i < len(right) else ""
+    print(f"   {a:<{width}} | {b}")
+for name, row in (("rules", rules[doc]), ("lm", lm[doc])):
+    program = "; ".join(line.split("  #")[0] for line in row["chunk_program"].splitlines() if line.strip())
+    print(f"-- {name} chunk program: {program[:200]}")
+print(f"== lm output: {sys.argv[2]}/data (Parquet)")
 PY

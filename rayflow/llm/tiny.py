@@ -92,6 +92,10 @@ ARCHS: dict[str, tuple[type, type[PreTrainedModel]]] = {
 
 # Bump when a change to the corpus, presets or training would make old cached models stale.
 CACHE_VERSION = "v1"
+# `tiny:refiner`: rayflow's tiny ProX refiner, trained from the rules teacher (docs/prox_refiner.md); its weights
+# ship with the package (built by `python benchmarks/prox_refiner.py --install`), so nothing trains it on use.
+REFINER_NAME = "tiny:refiner"
+REFINER_DIR = Path(__file__).with_name("tiny_refiner")
 _NAME_RE = re.compile(r"tiny:(?P<size>\w+)(?:@(?P<steps>\d+))?")
 
 
@@ -252,11 +256,18 @@ def build_family(
 def resolve_model(name: str) -> str:
     """Turn a model name into something ``from_pretrained`` or vLLM can load.
 
-    ``tiny:<size>`` and ``tiny:<size>@<train_steps>`` (e.g. ``tiny:small@200``) name a Llama model built
+    ``tiny:refiner`` is the shipped tiny ProX refiner's directory. ``tiny:<size>`` and
+    ``tiny:<size>@<train_steps>`` (e.g. ``tiny:small@200``) name a Llama model built
     with seed 0 and cached under ``$RAYFLOW_CACHE/tiny-models`` (default ``~/.cache/rayflow``); the
     directory is built on first use and its path returned. Every size cached for one ``train_steps``
     value shares the same tokenizer. Any other name is returned unchanged.
     """
+    if name == REFINER_NAME:
+        if not REFINER_DIR.is_dir():
+            raise FileNotFoundError(
+                f"{name}: {REFINER_DIR} is missing; build it: python benchmarks/prox_refiner.py --install"
+            )
+        return str(REFINER_DIR)
     match = _NAME_RE.fullmatch(name)
     if match is None:
         if name.startswith("tiny:"):

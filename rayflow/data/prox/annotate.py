@@ -4,7 +4,7 @@ For each document the teacher writes a doc-level program and, for each chunk the
 chunk-level program. Every example is a (prompt, program) pair whose prompt is built by the ProX job's own
 functions (`LMGenerator.doc_prompts` / `chunk_prompts` with the job's `lm` settings and the refiner's tokenizer),
 so it is byte for byte the prompt the job sends to the refiner at inference: the refiner is trained on exactly
-what it will read. The prompt preset (`lm.preset`) is recorded with the data (`prompt_preset`).
+what it will read. The prompt preset (`lm.preset`, resolved) is recorded with the data (`prompt_preset`).
 
 Teachers:
 
@@ -118,8 +118,9 @@ class AnnotateConfig(Config):
 
 def canonical_program(ops: list[Op], level: str) -> str:
     """The program of `ops` written canonically: one call per line, no comments; `remove_lines` intervals
-    sorted and merged (touching ones too, as the executor merges them); `keep_chunk()` / `keep_doc()` when
-    nothing else remains."""
+    sorted and merged (touching ones too, as the executor merges them); a `normalize` that deletes in the
+    one-argument form; `keep_chunk()` / `keep_doc()` when nothing else remains. The executor gives the
+    canonical program the same result as the original."""
     if level == "doc":
         return "drop_doc()" if any(op[0] == "drop_doc" for op in ops) else "keep_doc()"
     intervals = sorted((a, b) for name, a, b in ops if name == "remove_lines" and a is not None)
@@ -132,7 +133,9 @@ def canonical_program(ops: list[Op], level: str) -> str:
     lines = [f"remove_lines(line_start={a}, line_end={b})" for a, b in merged]
     for name, a, b in ops:
         if name == "normalize":
-            target = f', target_str="{b}"' if b is not None else ""
+            # A deletion is written in the one-argument form, which deletes too (except for " ", which the
+            # executor treats differently in the two forms): one `""` token less for a small model to get right.
+            target = f', target_str="{b}"' if b is not None and (b or a == " ") else ""
             lines.append(f'normalize(source_str="{a}"{target})')
     return "\n".join(lines) or "keep_chunk()"
 
@@ -362,7 +365,7 @@ def _write(out: Path, rows: list[dict[str, Any]], cfg: AnnotateConfig) -> dict[s
         "doc_drop_share": round(drops / max(by_level["doc"], 1), 4),
         "chunk_removing_share": round(removing / max(by_level["chunk"], 1), 4),
         "teacher": cfg.teacher if cfg.teacher == "rules" else cfg.engine.model,
-        "prompt_preset": cfg.lm.preset,
+        "prompt_preset": cfg.lm.resolved_preset,
         "tokenizer": cfg.lm.doc_engine.model,
         "lm": cfg.lm.model_dump(mode="json"),
     }
