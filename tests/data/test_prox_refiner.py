@@ -116,7 +116,7 @@ def test_rules_annotation_restricts_the_teachers_program_to_each_chunk():
 
 def test_an_engine_teacher_keeps_only_programs_the_parser_reads():
     """A real (untrained) model as teacher: what it writes is kept only when it parses; nothing is lost."""
-    engine_cfg = EngineConfig(backend="hf", model="tiny:tiny", max_model_len=512)
+    engine_cfg = EngineConfig(backend="hf", model="tiny:tiny", max_model_len=1024)
     cfg = AnnotateConfig(teacher="engine", engine=engine_cfg, teacher_max_tokens=24, lm=job_lm())
     rows = shipped(3)
     engine = build_engine(engine_cfg)
@@ -130,6 +130,8 @@ def test_an_engine_teacher_keeps_only_programs_the_parser_reads():
     errors = [e for r in rows for e in json.loads(r["errors"])]
     assert len(kept) + len(errors) == n_prompts
     assert errors and all(e["reason"] for e in errors)
+    # The untrained model wrote its answers (nothing was refused), and they were read and rejected.
+    assert not any(e["reason"].startswith("the teacher refused") for e in errors)
     for e in kept:
         assert program_problem(e["teacher_program"], e["level"], e["first_line"], e["last_line"]) is None
 
