@@ -200,6 +200,8 @@ class EvalIndex:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._build_filters()
+        # The code point tables too (a pass over every code point, ~0.5 s), once per actor, not mid-scan.
+        code_point_classes(self.normalize.strip_punctuation, self.normalize.cjk_chars)
 
     def tokens(self, texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """The scan's tokens of every text (grouped by text) and the index of the text each token belongs to."""
