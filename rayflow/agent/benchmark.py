@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,12 +148,7 @@ def _qa_item(obj: dict, where: str, number: int, origin: dict) -> Item:
     points = [Point(id=f"{item_id}.p{j + 1}", text=s) for j, s in enumerate(_sentences(obj["answer"]))]
     return Item(id=item_id, topic=str(obj.get("topic") or "general"), strategy=DEFAULT_STRATEGY,
                 seed_question=obj["question"].strip(), criterion=points,
-                provenance={"source": "static_qa", **origin, "prompt_version": PROMPT_VERSION,
-                            "created_at": _now()})  # fmt: skip
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+                provenance={"source": "static_qa", **origin, "prompt_version": PROMPT_VERSION})  # fmt: skip
 
 
 # --- the deterministic overlap checker ----------------------------------------------------------------------
@@ -340,7 +334,7 @@ async def build_items(retriever, topics: Sequence[str], generate, cfg: Benchmark
                           provenance={"source": "documents", **(source or {}), "doc_ids": sorted({h.doc_id for h in hits}),
                                       "strategy_from": cfg.strategy if parsed or cfg.strategy == "template" else "template (reply did not parse)",
                                       "drafter": cfg.drafter, "verifier": cfg.verifier, "verification": checks,
-                                      "prompt_version": PROMPT_VERSION, "created_at": _now()}))  # fmt: skip
+                                      "prompt_version": PROMPT_VERSION}))  # fmt: skip
     kept_items, duplicates = dedup(items, retriever.embedder, cfg.dedup_threshold)
     dropped += [
         {"topic": i.topic, "reason": f"near-duplicate of {of}", "verification": []} for i, of in duplicates

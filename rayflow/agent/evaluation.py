@@ -178,6 +178,8 @@ def run(cfg: AgentEvalConfig) -> Result:
     import ray
 
     check(cfg)
+    # Actors may run elsewhere than the driver's directory: they get the policy file by absolute path.
+    cfg = cfg.model_copy(update={"policy_path": str(Path(cfg.policy_path).resolve())})
     out = Path(cfg.output_dir)
     with Workflow("agent_eval", cfg, out) as wf:
         with wf.phase("benchmark"):

@@ -88,7 +88,9 @@ class SessionStore:
     def benchmark(self, benchmark_id: str) -> list[dict] | None:
         """A stored benchmark's items, or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(benchmarks.c.items).where(benchmarks.c.id == benchmark_id)).scalar()
+            # `benchmarks.c.items` would be the column collection's own method.
+            query = select(benchmarks.c["items"]).where(benchmarks.c.id == benchmark_id)
+            row = conn.execute(query).scalar()
         return None if row is None else json.loads(row)
 
     def get(self, session_id: str) -> dict[str, Any] | None:

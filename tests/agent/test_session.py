@@ -100,3 +100,13 @@ def test_score_formulas():
     whole = session_scores([*turns, {"type": "seed", "score": 1.0, "item_id": "j", "parse_ok": False}])
     assert whole["professionalism"] == pytest.approx(0.75) and whole["stability"] == pytest.approx(0.6)
     assert whole["parse_failures"] == 1 and whole["graded"] == 5
+
+
+def test_store_keeps_benchmarks_and_lists_sessions_by_status(tmp_path):
+    store = SessionStore(f"sqlite:///{tmp_path / 'b.db'}")
+    bid = store.add_benchmark([i.model_dump() for i in ITEMS], {"source": "qa"})
+    assert store.benchmark(bid) == [i.model_dump() for i in ITEMS] and store.benchmark("nope") is None
+    sid = store.create(session_spec({"model": "m"}, ITEMS, 2, "fixed", 0))
+    assert store.ids("created") == [sid] and store.ids("running") == []
+    store.set_status(sid, "running")
+    assert store.ids("running") == [sid] and store.get(sid)["status"] == "running"
