@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--requests-per-level", type=int, default=4, help="requests = this x concurrency")
     parser.add_argument("--min-requests", type=int, default=32)
     parser.add_argument(
-        "--judge-wait-s", type=float, default=0.005, help="judge deployment's batch_wait_timeout_s"
+        "--judge-wait-s", type=float, default=0.05, help="judge deployment's batch_wait_timeout_s"
     )
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -54,7 +54,7 @@ class JudgeAppArgs(AppArgs):
         64, ge=1, description="/v1/judge/safety requests judged together (one LLM call); 1 = one at a time"
     )
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, description="longest wait for more requests to join a batch"
+        0.05, ge=0, description="longest wait for more requests to join a batch (adds up to this at low load)"
     )
     llm_replica: ReplicaOptions = ReplicaOptions(num_cpus=1.0)
     judge_replica: ReplicaOptions = ReplicaOptions(num_cpus=0.1)
@@ -94,7 +94,7 @@ class SafetyJudgeServer:
         self.generate = from_deployment(llm)
         self.set_batching(args.max_batch_size, args.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.05)
     async def _judge(self, batches: list[list[JudgeRequest]]) -> list[list[JudgeResult] | Exception]:
         """Judge the items of concurrent requests together: one `judge` call, so their prompts reach the LLM
         deployment in one call and share engine batches. Should it raise, each request is judged alone, so

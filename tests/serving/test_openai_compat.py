@@ -117,6 +117,11 @@ def test_chat_refuses_tools_and_structured_output_and_ignores_unknown_fields(cli
     chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=2,
                                           response_format={"type": "text"}, extra_body={"no_such_field": 1})  # fmt: skip
     assert chat.choices[0].finish_reason == "length"
+    from rayflow.serving.openai_api import ChatRequest
+
+    with caplog.at_level(logging.WARNING, logger="rayflow.serving.openai_api"):
+        ChatRequest(model="tiny", messages=messages, no_such_field=1).refuse_unsupported()
+    assert "no_such_field" in caplog.text  # what the replica logs
 
 
 def test_streams_send_each_token_with_its_logprobs(client):
