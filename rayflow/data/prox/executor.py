@@ -87,7 +87,8 @@ class ChunkResult(NamedTuple):
     n_calls: int = 0
     n_unknown_calls: int = 0
     lines_removed: int = 0
-    normalizations: tuple[tuple[str, str], ...] = ()  # (source, target) that changed the text, in order
+    # (source, target) that changed the text, in order (reference semantics: every pair ProX records)
+    normalizations: tuple[tuple[str, str], ...] = ()
 
 
 def execute_doc_program(program: str, config: ExecutorConfig = DEFAULT_EXECUTOR) -> DocResult:

@@ -38,6 +38,10 @@ def test_sample_corpus_loses_its_boilerplate(ray_session, tmp_path):
     assert stats["documents_in"] == 20 and stats["errors"] == 0
     assert stats["documents_kept"] == 14 and stats["drop_reasons"] == {"doc": 6}
     assert 0.4 < stats["word_retention"] < 0.8
+    # ProX's reading cuts `normalize(source_str="(opens in a new window)")` at its `)`, leaving a stray `)`.
+    semantics = stats["semantics"]
+    assert semantics["mode"] == "strict" and semantics["documents_decided_differently"] == 5
+    assert (semantics["doc_level"], semantics["chunk_level"]) == (0, 5)
     rows = {r["id"]: r for r in read_rows(tmp_path / "out" / "data")}
     bees = rows["web-bees"]
     assert (

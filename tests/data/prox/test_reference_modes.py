@@ -87,7 +87,7 @@ def test_prox_chunk_prompt_is_template_text_encoded_as_vllm_does(llama_like):
     assert chunk_prompt_ids(llama_like, chunk).count(bos) == 1
 
 
-def test_presets_set_defaults_that_a_config_can_override(tiny_model):
+def test_presets_set_defaults_that_a_config_can_override(tiny_model, tmp_path):
     tiny = EngineConfig(backend="hf", model=str(tiny_model))
     ours = LMConfig(doc_engine=tiny, chunk_engine=tiny)  # auto: not a released ProX refiner -> rayflow
     assert (ours.resolved_preset, ours.doc_max_tokens, ours.doc_template) == ("rayflow", 32, "model")
@@ -106,17 +106,19 @@ def test_presets_set_defaults_that_a_config_can_override(tiny_model):
         assert LMConfig.model_validate(prox.model_dump()) == prox
     assert LMConfig(preset="prox", doc_max_tokens=64).doc_max_tokens == 64
     assert LMConfig(preset="rayflow").doc_template == "model"
-    # Shipped configs keep their behaviour (tiny models, no preset key: rayflow's).
-    cfg = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml")
-    assert (
-        cfg.lm.resolved_preset == "rayflow" and cfg.lm.doc_max_tokens == 16 and cfg.lm.doc_template == "model"
+    # The shipped lm config keeps its behaviour; a preset set later switches what the file leaves unset.
+    shipped = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml")
+    assert shipped.lm.resolved_preset == "rayflow" and shipped.lm.doc_template == "model"
+    path = tmp_path / "lm.yaml"
+    path.write_text(
+        "lm:\n  doc_engine: {model: tiny:tiny}\n  chunk_engine: {model: tiny:tiny}\n  doc_max_tokens: 16\n"
     )
-    over = load_config(ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml", ["lm.preset=prox"])
+    cfg = load_config(ProxRefineConfig, path)
+    assert (cfg.lm.resolved_preset, cfg.lm.doc_template, cfg.lm.doc_max_tokens) == ("rayflow", "model", 16)
+    over = load_config(ProxRefineConfig, path, ["lm.preset=prox"])
     assert over.lm.doc_template == "llama2_chat" and over.lm.doc_max_tokens == 16  # the file's value wins
     released = ["lm.doc_engine.model=gair-prox/web-doc-refining-lm", "lm.chunk_engine.model=gair-prox/x"]
-    assert load_config(
-        ProxRefineConfig, REPO / "configs" / "prox_refine_lm.yaml", released
-    ).lm.doc_template == ("llama2_chat")
+    assert load_config(ProxRefineConfig, path, released).lm.doc_template == "llama2_chat"
 
 
 def test_prompt_budgets_fit_the_context_as_each_preset_says(tokenizer):
