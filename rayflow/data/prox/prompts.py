@@ -76,9 +76,17 @@ def doc_prompt_ids(
 
 
 def chunk_prompt_text(tokenizer, chunk: str) -> str:
-    """The chunk-level prompt as text: `[doc]`-wrapped chunk, the model's chat template (ProX's `tokenize=False`)."""
+    """The chunk-level prompt as text: `[doc]`-wrapped chunk, the model's chat template (ProX's `tokenize=False`).
+
+    A Llama tokenizer without a chat template gets Llama-2-chat's: the transformers ProX pins (4.39.1) falls back
+    to `LlamaTokenizer.default_chat_template`, which renders a system + user turn exactly as it does.
+    """
+    fallback = tokenizer.chat_template is None and "llama" in type(tokenizer).__name__.lower()
     return tokenizer.apply_chat_template(
-        messages(chunk_user_message(chunk)), add_generation_prompt=True, tokenize=False
+        messages(chunk_user_message(chunk)),
+        chat_template=LLAMA2_CHAT_TEMPLATE if fallback else None,
+        add_generation_prompt=True,
+        tokenize=False,
     )
 
 

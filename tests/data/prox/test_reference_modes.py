@@ -9,7 +9,7 @@ sent to vLLM), `utils/doc_utils.py` ("drop" anywhere drops) and `utils/chunk_uti
 import pyarrow as pa
 import pytest
 from tokenizers.processors import TemplateProcessing
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LlamaTokenizerFast
 
 from rayflow.config import load_config
 from rayflow.data.engine_stage import EngineStage
@@ -85,6 +85,14 @@ def test_prox_chunk_prompt_is_template_text_encoded_as_vllm_does(llama_like):
     assert ids == [bos] + llama_like(text, add_special_tokens=False)["input_ids"]
     # rayflow's encoding tokenises the template at once: one BOS.
     assert chunk_prompt_ids(llama_like, chunk).count(bos) == 1
+
+
+def test_a_llama_tokenizer_without_a_template_gets_llama2_chat_as_proxs_transformers_gives_it(tokenizer):
+    bare = LlamaTokenizerFast(tokenizer_object=tokenizer._tokenizer, bos_token=tokenizer.bos_token)
+    assert bare.chat_template is None
+    assert chunk_prompt_text(bare, "[000]a") == LLAMA2_DOC_PROMPT.format(
+        bos=bare.bos_token, text="[doc]\n[000]a\n[/doc]"
+    )
 
 
 def test_presets_set_defaults_that_a_config_can_override(tiny_model, tmp_path):
