@@ -293,14 +293,23 @@ def test_the_tiny_refiner_refines_the_shipped_corpus_through_the_job(ray_session
         assert execute_doc_program(r["doc_program"]).keep == (r["drop_reason"] != "doc")
     parsed = [parse_program(r["chunk_program"], FUNCTIONS_CHUNK) for r in rows.values() if r["chunk_program"]]
     assert parsed and sum(p.n_error_ops == 0 and len(p.ops) > 0 for p in parsed) / len(parsed) >= 0.8
-    # It learned the teacher's calls: most documents are decided as the rules decide them, and an article page
-    # loses page furniture and keeps its text.
+    # It learned the teacher's calls (an untrained model's unreadable programs would keep every page untouched):
+    # it drops most of the low-quality pages the rules drop, and on the pages both keep it removes most of the
+    # lines the rules remove. (It also drops some hand-written articles: docs/prox_refiner.md.)
     rules = RulesGenerator(RulesConfig())
-    agree = [
-        execute_doc_program(rules._doc_program(r["raw_content"])).keep == (r["drop_reason"] != "doc")
-        for r in rows.values()
-    ]
-    assert sum(agree) >= 16
+    teacher_drops = {
+        i for i, r in rows.items() if not execute_doc_program(rules._doc_program(r["raw_content"])).keep
+    }
+    refiner_drops = {i for i, r in rows.items() if r["drop_reason"] == "doc"}
+    assert len(teacher_drops) == 6 and len(teacher_drops & refiner_drops) >= 4
+    teacher_lines = matched = 0
+    for i, r in rows.items():
+        if i not in teacher_drops | refiner_drops:
+            n = len(r["raw_content"].split("\n"))
+            teacher = removed_lines([rules._chunk_program(r["raw_content"])], n)
+            teacher_lines += len(teacher)
+            matched += len(teacher & removed_lines([r["chunk_program"]], n))
+    assert teacher_lines > 0 and matched / teacher_lines >= 0.6
     sourdough = rows["web-sourdough"]
     assert sourdough["kept"] and "A sourdough starter is a living culture" in sourdough["text"]
     assert len(sourdough["text"].split("\n")) < len(sourdough["raw_content"].split("\n"))
