@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -68,6 +69,26 @@ PREFERENCE = (
 STEPS: tuple[Step, ...] = (
     Step("refine", "prox_refine", "prox_refine.py"),
     Step("refine", "prox_refine_lm", "prox_refine.py", vllm=True),
+    Step(
+        "refine",
+        "prox_annotate",
+        "prox_annotate.py",
+        ("generated.train=48", "generated.heldout=12", "stage.actors=1"),
+    ),
+    Step(
+        "refine",
+        "train_prox_refiner",
+        "train_prox_refiner.py",
+        ("data={out}/prox_annotate", "train.max_steps=2", "train.cpus_per_worker=1", "eval_examples=8"),
+        needs=("prox_annotate",),
+    ),
+    Step(
+        "refine",
+        "eval_prox_refiner",
+        "eval_prox_refiner.py",
+        ("data={out}/prox_annotate",),
+        needs=("prox_annotate",),
+    ),
     Step("decontaminate", "decontaminate", "decontaminate.py"),
     Step("generate", "generate", "generate.py", vllm=True),
     Step("train", "train_sft", "train_sft.py", ("train.max_steps=2", *ONE_WORKER)),
@@ -142,7 +163,18 @@ STEPS: tuple[Step, ...] = (
     Step("evaluate", "eval_rag", "eval_rag.py"),
     Step("evaluate", "make_conflicts", "make_conflicts.py"),
     Step("evaluate", "eval_conflicts", "eval_conflicts.py"),
+    Step(
+        "evaluate",
+        "train_agent_policy",
+        "train_agent_policy.py",
+        ("rounds=2", "sessions_per_round=20", "workers=1"),
+    ),
+    Step("evaluate", "agent_eval", "agent_eval.py", ("max_items=1", "turns=2")),
 )
+# Shipped configs that need what no offline machine has; the tour leaves them out, saying why.
+NOT_OFFLINE = {
+    "eval_safety_reference": "the released Safety-J model (liuyx0903/Safety-J_v5) on a GPU",
+}
 
 
 def entrypoint(step: Step, out: Path, full: bool) -> list[str]:
@@ -156,8 +188,12 @@ def ray_cli() -> str:
 
 
 def cluster_answers(address: str) -> bool:
-    probe = subprocess.run([ray_cli(), "job", "list", "--address", address], capture_output=True, check=False)
-    return probe.returncode == 0
+    """Whether a Ray dashboard (the job API's server) answers at `address`."""
+    try:
+        with urllib.request.urlopen(f"{address}/api/version", timeout=5) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def submit(step: Step, address: str, out: Path, full: bool, tag: str) -> str:
@@ -248,7 +284,7 @@ def start_head(address: str) -> subprocess.Popen:
          "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not cluster_answers(address):
         if head.poll() is not None or time.monotonic() > deadline:
             stop_head(head)
