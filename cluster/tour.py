@@ -151,7 +151,11 @@ STEPS: tuple[Step, ...] = (
             "train.max_steps=2",
             "train.eval_every=0",
             "train.checkpoint_every=0",
-            'references={sft: {kind: model, backend: hf}, stronger: {kind: model, model: "tiny:small", backend: hf}}',
+            (
+                'references={sft: {kind: model, backend: hf}, stronger: {kind: model, model: "tiny:small",'
+                " backend: hf}, posterior: {kind: posterior}}"
+            ),
+            "grid.posterior_betas=[100.0]",
             "precompute.cache_dir={out}/logps-cache",
             "evaluation.max_prompts=10",
             "evaluation.lc_min_samples=20",
