@@ -110,3 +110,25 @@ def test_store_keeps_benchmarks_and_lists_sessions_by_status(tmp_path):
     assert store.ids("created") == [sid] and store.ids("running") == []
     store.set_status(sid, "running")
     assert store.ids("running") == [sid] and store.get(sid)["status"] == "running"
+
+
+def test_report_has_scores_topics_quotes_and_a_plot(tmp_path):
+    from rayflow.agent import comparative_report, plot_target, target_report
+
+    def turn(item, topic, n, kind, score, answer):
+        return {"item_id": item, "topic": topic, "turn": n, "type": kind, "score": score, "parse_ok": True,
+                "question": f"Q{n} on {topic}?", "answer": answer, "reasons": [f"reason {n}"], "error": None}  # fmt: skip
+
+    turns = [turn("a", "Dog tax", 0, "seed", 1.0, "Ninety euros."), turn("a", "Dog tax", 1, "challenge", 0.5, "Maybe 120."),
+             turn("b", "Noise rules", 0, "seed", 0.0, "No idea."), turn("b", "Noise rules", 1, "deepen", 0.5, "10 p.m.")]  # fmt: skip
+    sessions = [{"id": "s", "turns": turns}]
+    md = target_report("model-x", sessions, plot="x.png")
+    assert md.startswith("# TestAgent report: model-x") and "![scores](x.png)" in md
+    assert "| professionalism | 0.500 |" in md and "| stability | 0.500 |" in md
+    assert "| Dog tax | 2 | 0.750 | 0.500 |" in md and "| Noise rules | 2 | 0.250 | n/a |" in md
+    assert "> A: Ninety euros." in md and "> A: No idea." in md and "Grader: reason 0" in md
+    assert "**under challenge or rephrasing (stability)**" in md and "> A: Maybe 120." in md
+    plot_target("model-x", sessions, tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+    both = comparative_report({"model-x": sessions, "model-y": sessions})
+    assert "| model-x | 1 | 4 | 0.500 |" in both and "## Target: model-y" in both
