@@ -1,6 +1,6 @@
 """Does refining help, in miniature: pre-train on raw pages vs on their refined version, same token budget.
 
-    python benchmarks/prox_refining_helps.py [--pages 400] [--steps 150] [--generator lm]    # ~6 min on 2 CPUs
+    python benchmarks/prox_refining_helps.py [--pages 1000] [--steps 150] [--generator lm]    # ~2 min on 2 CPUs
 
 The raw corpus is generated web-like pages (`rayflow.data.prox.web_pages`, training templates): articles in
 site furniture plus low-quality pages. The ProX job refines it (`--generator lm`: the shipped `tiny:refiner`,
@@ -64,7 +64,7 @@ def perplexity(model_dir: Path, texts: list[str], tokenizer) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=int, default=400, help="generated raw pages")
+    parser.add_argument("--pages", type=int, default=1000, help="generated raw pages")
     parser.add_argument("--steps", type=int, default=150, help="pre-training steps per model")
     parser.add_argument("--generator", choices=["lm", "rules"], default="lm")
     parser.add_argument("--work", default=str(REPO / "outputs" / "prox_refining_helps"))
