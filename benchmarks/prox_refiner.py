@@ -1,6 +1,6 @@
 """Build rayflow's tiny ProX refiner (`tiny:refiner`) and measure it against its teacher, in one command.
 
-    python benchmarks/prox_refiner.py [--install]      # about 10 minutes on 2 CPUs
+    python benchmarks/prox_refiner.py [--install]      # about 4 minutes on 2 CPUs (the aim: at most 10)
 
 Annotation (configs/prox_annotate.yaml: the rules teacher on generated web-like pages; held out: pages from
 unseen templates and texts, plus examples/web_corpus.jsonl) -> SFT (configs/train_prox_refiner.yaml, one model
