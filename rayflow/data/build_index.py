@@ -72,6 +72,9 @@ class BuildIndexConfig(Config):
     )
     read_cpus: float = Field(0.25, gt=0, description="CPUs per read and write task")
     rows_per_block: int = Field(64, ge=1, description="documents per read batch")
+    block_bytes: int | None = Field(
+        None, ge=1 << 12, description="target block size, the unit committed (a kill loses at most one); None = Ray's"
+    )
     max_line_bytes: int = Field(8 << 20, ge=1, description="longer JSONL lines become error records")
     max_text_chars: int = Field(2_000_000, ge=1, description="longer documents become error records")
 
@@ -291,8 +294,15 @@ def _embed(cfg: BuildIndexConfig, output: ChunkOutput) -> dict[str, Any]:
     options = ReadOptions(
         cfg.text_field, cfg.id_field, cfg.max_line_bytes, cfg.max_text_chars, cfg.rows_per_block
     )
-    # A part is one Ray block of embedded documents (about 1 MiB here): the most a kill loses.
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # A part is one Ray block of embedded documents (`block_bytes`; Ray's default target otherwise): the most a
+    # kill loses. The target is read when the dataset is created.
+    context = ray.data.DataContext.get_current()
+    default_block_bytes = context.target_max_block_size
+    context.target_max_block_size = cfg.block_bytes or default_block_bytes
+    try:
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+    finally:
+        context.target_max_block_size = default_block_bytes
     ds = ds.map_batches(
         _read_file, batch_size=1, batch_format="pyarrow", fn_kwargs={"fs": fs, "options": options},
         num_cpus=cfg.read_cpus,
