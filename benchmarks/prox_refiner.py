@@ -29,7 +29,7 @@ from _common import write_result
 from rayflow.config import load_config
 from rayflow.data.prox import annotate, refiner_eval
 from rayflow.data.prox.pipeline import ProxRefineConfig
-from rayflow.llm.tiny import REFINER_DIR
+from rayflow.llm import REFINER_DIR
 from rayflow.train import prox_refiner
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,6 +278,14 @@ def print_summary(records: list[dict], address: str) -> None:
         print(f"   {r['phase']:<13} {r['name']:<26} {r['status']:<9} {r['wall_s']:6.1f}s  {where}")
 
 
+def free_port() -> int:
+    """A port nothing listens on now: another local Ray instance holds the default agent and GCS ports, and a
+    head whose job agent cannot bind never accepts a job ("No available agent")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_head(address: str) -> subprocess.Popen:
     """`ray start --head --block` in its own process group, so stopping it ends this head's processes only
     (`ray stop` would end every Ray instance on the machine). Returns once the head answers job requests."""
@@ -285,14 +294,15 @@ def start_head(address: str) -> subprocess.Popen:
     head = subprocess.Popen(
         [ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={urlparse(address).port or 8265}",
-         "--disable-usage-stats"],
+         f"--dashboard-agent-listen-port={free_port()}", f"--port={free_port()}",
+         f"--ray-client-server-port={free_port()}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not cluster_answers(address):
         if head.poll() is not None or time.monotonic() > deadline:
             stop_head(head)
-            raise RuntimeError(f"the local Ray head did not start (is port 6379 or {address} taken?)")
+            raise RuntimeError(f"the local Ray head did not start (is {address} taken?)")
         time.sleep(1)
     return head
 

@@ -35,6 +35,9 @@ def test_every_shipped_config_is_in_the_tour():
 @pytest.fixture(scope="module")
 def head():
     """A real local head (`ray start --head --block` in its own process group); its dashboard address."""
+    import ray
+
+    ray.shutdown()  # the tests' own local session: its CPUs go to the head's jobs (cluster tests run last)
     address = f"http://127.0.0.1:{free_port()}"
     proc = tour.start_head(address)
     yield address

@@ -36,7 +36,7 @@ from rayflow.llm.types import (
 
 # The tiny-model builder imports torch and transformers: loaded on first use, so pure modules that only need
 # the types above (safety protocols, parsers) stay light.
-_TINY = ("build_family", "build_tiny_model", "resolve_model", "train_tokenizer")
+_TINY = ("REFINER_DIR", "build_family", "build_tiny_model", "resolve_model", "train_tokenizer")
 
 
 def __getattr__(name: str):
@@ -48,6 +48,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "REFINER_DIR",
     "SEED_MAX",
     "Completion",
     "Engine",

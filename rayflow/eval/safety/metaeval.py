@@ -260,7 +260,9 @@ class MetaEvalConfig(Config):
     `rayflow` (its short zero-shot prompts as chat messages, 256/64 tokens) or `reference` (Safety-J's
     few-shot prompts, wrapping and parsing, 4,096 tokens per call)."""
 
-    preset: Literal["rayflow", "reference"] = "rayflow"
+    preset: Literal["rayflow", "reference"] = Field(
+        "rayflow", description="rayflow: offline budgets and prompts; reference: Safety-J's (few-shot, 4096 tokens)"
+    )
     prompts: Literal["rayflow", "safetyj"] | None = Field(None, description="None = preset's")
     parsing: Literal["rayflow", "reference"] | None = Field(None, description="None = preset's")
     extraction_max_tokens: int | None = Field(None, ge=1, description="new tokens for AIU extraction")
