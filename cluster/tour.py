@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -51,7 +51,7 @@ class Step:
     job: str
     smoke: tuple[str, ...] = ()
     vllm: bool = False  # starts a vLLM engine: never beside another one
-    needs: tuple[str, ...] = field(default=())  # steps whose outputs it reads (`{out}` in smoke settings)
+    needs: tuple[str, ...] = ()  # steps whose outputs it reads (`{out}` in smoke settings)
 
 
 ONE_WORKER = (

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,14 @@ def in_process_vllm():
         yield
     # An in-process engine freezes vLLM's environment settings, this switch included: read them afresh later.
     vllm_envs.disable_envs_cache()
+
+
+def kill_after_first_part(proc: subprocess.Popen, data_dir: Path, limit_s: float = 120) -> None:
+    """Wait until the job `proc` (started with `start_new_session=True`) commits its first `part-*.parquet`
+    under `data_dir`, then SIGKILL its whole process group: the driver and the local Ray it started."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline and not list(data_dir.glob("part-*.parquet")):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "the job ended before a part"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

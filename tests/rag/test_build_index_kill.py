@@ -4,10 +4,8 @@ again."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from rayflow.config import load_config
 from rayflow.data.build_index import BuildIndexConfig, run
 from rayflow.retrieval import Document, Retriever, chunk_document
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_after_first_part
 
 pytestmark = pytest.mark.slow
 N_PAPERS = 48
@@ -32,12 +30,7 @@ def test_killed_build_index_resumes_without_embedding_anything_twice(ray_session
     proc = subprocess.Popen([sys.executable, "jobs/build_index.py", "--config", "configs/build_index.yaml", *common],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "data").glob("part-*.parquet")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_part(proc, out / "data")
     committed = {r["doc_id"] for p in (out / "data").glob("part-*.parquet") for r in pq.read_table(p).to_pylist()}
     assert 0 < len(committed) < N_PAPERS, "the kill must land mid-run"
     assert not (out / "index/manifest.json").exists()

@@ -5,10 +5,8 @@ Min-K% through the engine layer, evidence filed in the database."""
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +18,7 @@ from rayflow.data.decontam.minkprob import MinKTask, min_k_nll
 from rayflow.data.decontam.pipeline import DecontamConfig, run
 from rayflow.data.engine_stage import EngineStage
 from rayflow.llm import EngineConfig, build_engine, load_tokenizer
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_after_first_part
 
 WORDS = ["river", "stone", "light", "cloud", "north", "window", "paper", "garden", "silver", "market", "music", "orange", "table", "winter"]
 
@@ -143,12 +141,7 @@ def test_killed_job_resumes_with_every_document_exactly_once(ray_session, tmp_pa
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     proc = subprocess.Popen([sys.executable, "jobs/decontaminate.py", *common], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "data").glob("part-*.parquet")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_part(proc, out / "data")
     committed = sum(len(pq.read_table(p)) for p in (out / "data").glob("part-*.parquet"))
     assert 0 < committed < 360, "the kill must land mid-scan"
     assert not (out / "summary.json").exists()

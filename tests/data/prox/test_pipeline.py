@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +12,7 @@ from rayflow.config import parse_cli
 from rayflow.data.engine_stage import StageConfig
 from rayflow.data.prox.pipeline import ProxRefineConfig, run
 from rayflow.workflow import InputError
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_after_first_part
 from tests.data.prox.conftest import SAMPLE, write_shards
 
 # Volatile fields: timings differ run to run.
@@ -128,12 +126,7 @@ def test_killed_driver_then_rerun_equals_an_uninterrupted_run(ray_session, tmp_p
     common = [f"input={tmp_path / 'corpus'}", "stage.batch_size=8", "rows_per_block=8", "tokenizer=null"]
     killed_out = tmp_path / "killed"
     proc = job(*common, f"output_dir={killed_out}")
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((killed_out / "data").glob("part-*.parquet")):
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_part(proc, killed_out / "data")
     committed = sum(len(pq.read_table(p)) for p in (killed_out / "data").glob("part-*.parquet"))
     assert 0 < committed < n_rows, "the kill must land mid-run"
     assert not (killed_out / "summary.json").exists()
