@@ -66,9 +66,12 @@ def test_gpu_nodes_run_a_pinned_current_machine_image():
             r"ami-[0-9a-f]+", (Path(ray.__file__).parent / "autoscaler/_private/aws/config.py").read_text()
         )
     )
-    for node_type in config["available_node_types"].values():
-        image = node_type["node_config"]["ImageId"]
-        assert image not in stale and image.lower() != "latest_dlami"
-        assert "ubuntu-22.04" in image or image.startswith("ami-")
+    images = {t["node_config"]["ImageId"] for t in config["available_node_types"].values()}
+    # One release for every node, named by its ID (an SSM `resolve:` or `latest` would move under the cluster).
+    assert len(images) == 1 and re.fullmatch(r"ami-[0-9a-f]{17}", image := images.pop()), images
+    assert image not in stale
+    # AMI IDs are per region: the file names the region the pinned ID belongs to and the release it is.
+    assert config["provider"]["region"] == "us-east-1"
+    assert "Ubuntu 22.04" in (REPO / "cluster" / "aws-gpu.yaml").read_text()
     assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}
     assert any("--num-cpus=0" in c for c in config["head_start_ray_commands"])
