@@ -14,6 +14,9 @@ An `Engine` does two things, in batches:
   allows. Pass token ids instead of strings to control tokenisation yourself (e.g. to append EOS).
   Returns, per pair and in order, a `Scored` or a `PromptRejected`; with `top_logprobs=k` each `Scored`
   also holds the k likeliest tokens at every completion position (`Scored.top`).
+* `stream(prompt, params)` — continue one prompt and yield its text as it is generated: `Delta`s whose
+  texts join to what `generate` returns for the same prompt and parameters, the last one carrying the
+  `finish_reason`; or a single `PromptRejected` (before any generation) for a prompt `generate` refuses.
 
 A prompt the engine cannot serve costs only itself: every backend answers it with a `PromptRejected` and
 serves the rest of the batch (the rule is in `rayflow.llm.prompts`). Mistakes in the call itself (a prompt
@@ -24,7 +27,7 @@ Nothing here imports torch, transformers or Ray: pure modules (parsers, protocol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -175,6 +178,19 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Delta:
+    """One step of a stream: the text the new tokens add (may be "" while a multi-byte character or a
+    possible stop string is incomplete), those tokens, and their log-probs when asked. The last delta of a
+    stream has `finish_reason` ("stop" or "length") and the prompt's length in tokens."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Scored:
     """Log-probs of one completion. `logprobs` has one float per completion token (nats)."""
 
@@ -202,6 +218,11 @@ class PromptRejected:
     field: str = "prompt"
 
 
+Stream = Callable[["Prompt", "SamplingParams"], AsyncIterator["Delta | PromptRejected"]]
+"""An async source of one prompt's deltas: `rayflow.llm.stream_from_engine(engine)` or, on Serve,
+`rayflow.serving.llm.stream_from_deployment(handle)`."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What every backend implements; build one with `rayflow.llm.build_engine`."""
@@ -215,6 +236,13 @@ class Engine(Protocol):
     def score(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
     ) -> list[Scored | PromptRejected]: ...
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> Iterator[Delta | PromptRejected]:
+        """Yield `prompt`'s continuation as it is generated (see the module docstring). Other calls on the
+        engine wait while a stream is open: consume or `close()` the iterator first."""
+        ...
 
     def check_health(self) -> None:
         """Raise `EngineError` when the engine can no longer serve (closed, its process died, an error left it

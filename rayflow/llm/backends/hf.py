@@ -2,13 +2,16 @@
 
 Slower than vLLM for generation but starts in a second, so tests and small jobs use it. Generation pads on
 the left; scoring pads on the right and reads log-probs in fp32 from the positions of the completion only.
+`stream` runs `model.generate` with a streamer on a worker thread and yields each token's text as it comes.
 Prompts the model cannot serve are answered with `PromptRejected` before any forward pass (the rule is in
 `rayflow.llm.prompts`), so the batches the model sees hold only good prompts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -20,8 +23,10 @@ from rayflow.llm.prompts import (
     scoring_inputs,
     truncate_at_stop,
 )
+from rayflow.llm.streaming import StreamText
 from rayflow.llm.types import (
     Completion,
+    Delta,
     EngineConfig,
     EngineError,
     Generation,
@@ -57,6 +62,8 @@ class HFEngine:
         self.model.to(self.device).eval()
         self.max_len = config.max_model_len or getattr(self.model.config, "max_position_embeddings", None)
         self.vocab_size = self.model.get_input_embeddings().num_embeddings
+        # One call at a time on the model: a stream generates on its own thread while its caller reads it.
+        self._lock = threading.Lock()
         torch.manual_seed(config.seed)
 
     # -- generate --------------------------------------------------------------------------------------
@@ -82,14 +89,17 @@ class HFEngine:
             if not isinstance(x, PromptRejected):
                 by_budget.setdefault(new_token_budget(len(x), params.max_tokens, self.max_len), []).append(i)
         bs = self.config.batch_size
-        for budget, rows in by_budget.items():
-            capped = (
-                params if budget == params.max_tokens else params.model_copy(update={"max_tokens": budget})
-            )
-            for start in range(0, len(rows), bs):
-                batch = rows[start : start + bs]
-                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], capped)):
-                    out[i] = gen
+        with self._lock:
+            for budget, rows in by_budget.items():
+                capped = (
+                    params
+                    if budget == params.max_tokens
+                    else params.model_copy(update={"max_tokens": budget})
+                )
+                for start in range(0, len(rows), bs):
+                    batch = rows[start : start + bs]
+                    for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], capped)):
+                        out[i] = gen
         return out
 
     def _generate_batch(self, batch: list[list[int]], params: SamplingParams) -> list[Generation]:
@@ -97,14 +107,30 @@ class HFEngine:
         width = max(len(x) for x in batch)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
+        result = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs is not None,
+            **self._generate_kwargs(params, width),
+        )
+        new_tokens = result.sequences[:, width:].tolist()
+        logprobs = None
+        if params.logprobs is not None:
+            # Raw logits (before temperature/top-p), as vLLM reports them: [steps, B, V] -> [B, steps, V].
+            logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1)
+        return [self._to_generation(row, new_tokens[row], logprobs, params, len(batch[row]))
+                for row in range(len(batch))]  # fmt: skip
+
+    def _generate_kwargs(self, params: SamplingParams, width: int) -> dict:
+        """`model.generate` keyword arguments for `params` (prompts left-padded to `width` tokens)."""
+        pad = self.tokenizer.pad_token_id
         sample = params.temperature > 0
         gen_kwargs = {
             "max_new_tokens": params.max_tokens,
             "do_sample": sample,
             "eos_token_id": self.tokenizer.eos_token_id,
             "pad_token_id": pad,
-            "return_dict_in_generate": True,
-            "output_logits": params.logprobs is not None,
         }
         if sample:
             gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=max(params.top_k, 0))
@@ -120,14 +146,7 @@ class HFEngine:
             )
         if params.stop:
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        result = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
-        new_tokens = result.sequences[:, width:].tolist()
-        logprobs = None
-        if params.logprobs is not None:
-            # Raw logits (before temperature/top-p), as vLLM reports them: [steps, B, V] -> [B, steps, V].
-            logprobs = torch.stack(result.logits, dim=1).float().log_softmax(-1)
-        return [self._to_generation(row, new_tokens[row], logprobs, params, len(batch[row]))
-                for row in range(len(batch))]  # fmt: skip
+        return gen_kwargs
 
     def _to_generation(
         self, row: int, tokens: list[int], logprobs, params: SamplingParams, prompt_tokens: int
@@ -143,16 +162,113 @@ class HFEngine:
             finish = "stop"
         token_lps = None
         if logprobs is not None:
-            token_lps = []
-            for step, tok in enumerate(tokens):
-                dist = logprobs[row, step]
-                top = {}
-                if params.logprobs:
-                    values, idx = dist.topk(params.logprobs)
-                    top = {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, idx)}
-                token_lps.append(TokenLogprob(tok, self.tokenizer.decode([tok]), float(dist[tok]), top))
+            token_lps = [self._token_logprob(logprobs[row, step], tok, params.logprobs)
+                         for step, tok in enumerate(tokens)]  # fmt: skip
         return Generation(text=text, token_ids=tokens, finish_reason=finish, logprobs=token_lps,
                           prompt_tokens=prompt_tokens)  # fmt: skip
+
+    def _token_logprob(self, dist: torch.Tensor, token: int, top_k: int | None) -> TokenLogprob:
+        """`token`'s entry from one step's log-softmax `dist` [V], with the `top_k` likeliest alternatives."""
+        top = {}
+        if top_k:
+            values, idx = dist.topk(top_k)
+            top = {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, idx)}
+        return TokenLogprob(token, self.tokenizer.decode([token]), float(dist[token]), top)
+
+    # -- stream ----------------------------------------------------------------------------------------
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> Iterator[Delta | PromptRejected]:
+        """Continue one prompt, yielding `Delta`s as the model writes them (their texts join to what
+        `generate` returns for the same prompt and params; the last delta has `finish_reason`), or one
+        `PromptRejected`. `model.generate` runs on a worker thread and hands each new token over through
+        a queue; closing the iterator early stops generation after the current step."""
+        params = params or SamplingParams()
+        [ids] = generation_inputs(self.tokenizer, [prompt], params, self.max_len, self.vocab_size)
+        if isinstance(ids, PromptRejected):
+            yield ids
+            return
+        budget = new_token_budget(len(ids), params.max_tokens, self.max_len)
+        capped = params if budget == params.max_tokens else params.model_copy(update={"max_tokens": budget})
+        tokens: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+        worker = threading.Thread(
+            target=self._stream_worker, args=(ids, capped, tokens, cancel), name="hf-stream", daemon=True
+        )
+        worker.start()
+        text = StreamText(self.tokenizer, params.stop)
+        finish = "length"
+        try:
+            while (item := tokens.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                token, dist = item
+                if token == self.tokenizer.eos_token_id:
+                    finish = "stop"
+                    break
+                piece, stopped = text.add(token)
+                lps = None if dist is None else [self._token_logprob(dist, token, params.logprobs)]
+                yield Delta(piece, [token], lps)
+                if stopped:
+                    finish = "stop"
+                    break
+            yield Delta(text.finish(), [], [] if params.logprobs is not None else None, finish, len(ids))
+        finally:
+            cancel.set()
+            worker.join()
+
+    @torch.inference_mode()
+    def _stream_worker(self, ids: list[int], params: SamplingParams, tokens: queue.Queue, cancel) -> None:
+        """Generate for one prompt, putting (token id, log-softmax [V] or None) on `tokens` per step, then
+        None; an exception is put before the None. Stops early once `cancel` is set."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full(
+                    (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+                )
+
+        last: list[torch.Tensor] = []  # the latest step's raw logits, read by the streamer
+
+        def keep_logits(module, args, output):
+            last[:] = [output.logits[0, -1]]
+
+        class Streamer:
+            def __init__(self):
+                self.prompt_seen = False
+
+            def put(self, value: torch.Tensor) -> None:
+                if not self.prompt_seen:  # generate hands the streamer the prompt first
+                    self.prompt_seen = True
+                    return
+                dist = last[0].float().log_softmax(-1) if params.logprobs is not None else None
+                tokens.put((int(value.reshape(-1)[0]), dist))
+
+            def end(self) -> None:
+                pass
+
+        try:
+            with self._lock:  # the hook sees every forward pass: no other call may run meanwhile
+                hook = self.model.register_forward_hook(keep_logits) if params.logprobs is not None else None
+                try:
+                    if params.temperature > 0:
+                        torch.manual_seed(self.config.seed if params.seed is None else params.seed)
+                    self.model.generate(
+                        input_ids=torch.tensor([ids], device=self.device),
+                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                        streamer=Streamer(),
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                        **self._generate_kwargs(params, len(ids)),
+                    )
+                finally:
+                    if hook is not None:
+                        hook.remove()
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, who raises it
+            tokens.put(err)
+        finally:
+            tokens.put(None)
 
     # -- score -----------------------------------------------------------------------------------------
 
@@ -169,12 +285,13 @@ class HFEngine:
         ]
         todo = [(i, *x) for i, x in enumerate(pairs) if not isinstance(x, PromptRejected)]
         bs = self.config.batch_size
-        for start in range(0, len(todo), bs):
-            batch = todo[start : start + bs]
-            for (i, _, _), scored in zip(
-                batch, self._score_batch([(p, c) for _, p, c in batch], top_logprobs)
-            ):
-                out[i] = scored
+        with self._lock:
+            for start in range(0, len(todo), bs):
+                batch = todo[start : start + bs]
+                for (i, _, _), scored in zip(
+                    batch, self._score_batch([(p, c) for _, p, c in batch], top_logprobs)
+                ):
+                    out[i] = scored
         return out
 
     def _score_batch(self, pairs: list[tuple[list[int], list[int]]], top_logprobs: int) -> list[Scored]:

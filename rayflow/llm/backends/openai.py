@@ -1,7 +1,7 @@
 """The `openai` engine backend: any OpenAI-compatible server through the official `openai` client.
 
 Chat messages go to `/v1/chat/completions`, strings and token ids to `/v1/completions`. Requests of one
-batch run concurrently (`max_concurrency`). `Generation.token_ids` is empty: the API returns text only.
+batch run concurrently (`max_concurrency`); `stream` relays the server's own stream (`stream: true`). `Generation.token_ids` is empty: the API returns text only.
 
 Scoring needs prompt log-probs, which chat endpoints never return. vLLM's `/v1/completions` does with
 `echo=True, logprobs=0`; this backend sends `prompt_ids + completion_ids` as a token-id prompt so the
@@ -19,13 +19,14 @@ when the retries run out, and on any other HTTP error (auth, unknown model), the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from rayflow.llm.backends import missing_backend
 from rayflow.llm.prompts import load_tokenizer, scoring_inputs, text_refusal
 from rayflow.llm.types import (
     Completion,
+    Delta,
     EngineConfig,
     EngineError,
     Generation,
@@ -93,7 +94,8 @@ class OpenAIEngine:
         except self._openai.BadRequestError as err:
             return _refused(err)
 
-    def _request_generation(self, prompt: Prompt, params: SamplingParams) -> Generation:
+    def _request(self, prompt: Prompt, params: SamplingParams) -> tuple[bool, object, dict]:
+        """(is chat, the client method, its arguments) for one generation request."""
         common = {
             "model": self.model_name,
             "temperature": params.temperature,
@@ -110,38 +112,55 @@ class OpenAIEngine:
         extra = {k: v for k, v in extra.items() if v is not None}
         if extra:
             common["extra_body"] = extra
-        is_chat = isinstance(prompt, list) and prompt and isinstance(prompt[0], dict)
-        if is_chat:
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
             if params.logprobs is not None:
                 common.update(logprobs=True, top_logprobs=params.logprobs)
-            choice = self._create(self.client.chat.completions.create, messages=prompt, **common).choices[0]
-            token_lps = None
-            if choice.logprobs is not None and choice.logprobs.content is not None:
-                token_lps = [
-                    TokenLogprob(-1, t.token, t.logprob, {a.token: a.logprob for a in t.top_logprobs or []})
-                    for t in choice.logprobs.content
-                ]
-            text = choice.message.content or ""
-            return Generation(
-                text, [], _finish(choice.finish_reason), _drop_eos(token_lps, text, choice.finish_reason)
-            )
+            return True, self.client.chat.completions.create, {"messages": prompt, **common}
         if params.logprobs is not None:
             common.update(logprobs=params.logprobs)
-        choice = self._create(self.client.completions.create, prompt=prompt, **common).choices[0]
-        token_lps = None
-        if choice.logprobs is not None and choice.logprobs.tokens:
-            lp = choice.logprobs
-            tops = lp.top_logprobs or [{}] * len(lp.tokens)
-            token_lps = [
-                TokenLogprob(-1, t, v, dict(top or {}))
-                for t, v, top in zip(lp.tokens, lp.token_logprobs, tops)
-            ]
+        return False, self.client.completions.create, {"prompt": prompt, **common}
+
+    def _request_generation(self, prompt: Prompt, params: SamplingParams) -> Generation:
+        is_chat, create, request = self._request(prompt, params)
+        choice = self._create(create, **request).choices[0]
+        text = (choice.message.content or "") if is_chat else choice.text
+        token_lps = _chat_logprobs(choice.logprobs) if is_chat else _completion_logprobs(choice.logprobs)
         return Generation(
-            choice.text,
-            [],
-            _finish(choice.finish_reason),
-            _drop_eos(token_lps, choice.text, choice.finish_reason),
+            text, [], _finish(choice.finish_reason), _drop_eos(token_lps, text, choice.finish_reason)
         )
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> Iterator[Delta | PromptRejected]:
+        """Continue one prompt with the server's own stream (`stream: true`), yielding each chunk's text (and
+        log-probs when asked) as a `Delta` as it arrives, then a last one with the finish reason; or one
+        `PromptRejected` for a prompt refused here or with an HTTP 400."""
+        params = params or SamplingParams()
+        reason = "the prompt is empty" if not prompt else text_refusal(prompt)
+        if reason:
+            yield PromptRejected(reason)
+            return
+        is_chat, create, request = self._request(prompt, params)
+        try:
+            chunks = self._create(create, stream=True, **request)
+        except self._openai.BadRequestError as err:
+            yield _refused(err)
+            return
+        finish = None
+        with chunks:
+            for chunk in chunks:
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                text = (choice.delta.content or "") if is_chat else choice.text
+                token_lps = (
+                    _chat_logprobs(choice.logprobs) if is_chat else _completion_logprobs(choice.logprobs)
+                )
+                finish = choice.finish_reason or finish
+                token_lps = _drop_eos(token_lps, text, choice.finish_reason)
+                if text or token_lps:
+                    yield Delta(text, [], token_lps)
+        yield Delta("", [], [] if params.logprobs is not None else None, _finish(finish))
 
     def score(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], top_logprobs: int = 0
@@ -200,6 +219,23 @@ class OpenAIEngine:
 def _refused(err) -> PromptRejected:
     """An HTTP 400 for one prompt: the server refused that prompt, in its own words."""
     return PromptRejected(f"the server refused the prompt (HTTP 400): {err.message}")
+
+
+def _chat_logprobs(logprobs) -> list[TokenLogprob] | None:
+    """A chat choice's (or chunk's) log-probs; token ids are unknown over HTTP (-1)."""
+    if logprobs is None or logprobs.content is None:
+        return None
+    return [TokenLogprob(-1, t.token, t.logprob, {a.token: a.logprob for a in t.top_logprobs or []})
+            for t in logprobs.content]  # fmt: skip
+
+
+def _completion_logprobs(logprobs) -> list[TokenLogprob] | None:
+    """A completion choice's (or chunk's) log-probs; token ids are unknown over HTTP (-1)."""
+    if logprobs is None or not logprobs.tokens:
+        return None
+    tops = logprobs.top_logprobs or [{}] * len(logprobs.tokens)
+    return [TokenLogprob(-1, t, v, dict(top or {}))
+            for t, v, top in zip(logprobs.tokens, logprobs.token_logprobs, tops)]  # fmt: skip
 
 
 def _drop_eos(

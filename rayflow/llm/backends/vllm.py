@@ -5,6 +5,9 @@ vLLM starts worker processes, so a script that builds this engine must do it und
 at once on a small machine will starve each other. Prompts are tokenised here with the model's tokenizer
 and passed as token ids, so vLLM sees exactly the tokens the other backends see.
 
+`stream` adds one request to the offline engine and steps it, yielding vLLM's delta outputs as they come;
+a lock keeps `generate`/`score` (which step every request in the engine) from running meanwhile.
+
 Prompts are checked against the shared rule (`rayflow.llm.prompts`) before the batch call, so vLLM never
 sees one it would refuse. Should vLLM still refuse a prompt (its own input checks raise a `ValueError` or a
 `vllm.exceptions.VLLMClientError` for the whole call), the batch is retried one prompt at a time and only
@@ -18,14 +21,17 @@ process is reported there too.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from rayflow.llm.backends import missing_backend
 from rayflow.llm.models import resolve_model_path
 from rayflow.llm.prompts import generation_inputs, load_tokenizer, scoring_inputs
 from rayflow.llm.types import (
     Completion,
+    Delta,
     EngineConfig,
     EngineError,
     Generation,
@@ -90,9 +96,14 @@ class VLLMEngine:
         # What vLLM raises for a request it refuses: its client errors, and ValueError from input processing.
         self._refusals = (ValueError, VLLMClientError)
         self._broken: str | None = None  # why this engine can no longer serve, once it cannot
+        # One call at a time: `llm.generate` steps every request in the engine, so it must never run while a
+        # stream's request is in there (it would take that request's outputs as its own).
+        self._lock = threading.Lock()
+        self._stream_ids = itertools.count()
 
-    def _sampling(self, params: SamplingParams):
+    def _sampling(self, params: SamplingParams, **extra):
         return self._vllm.SamplingParams(
+            **extra,
             temperature=params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_tokens,
@@ -144,12 +155,60 @@ class VLLMEngine:
 
     def _generate(self, prompts: list, sampling) -> list:
         """One `llm.generate` call that never leaves requests behind in the engine when it fails."""
-        self.check_health()
-        try:
-            return self.llm.generate(prompts, sampling, use_tqdm=False)
-        except BaseException:
-            self._drop_leftover_requests()
-            raise
+        with self._lock:
+            self.check_health()
+            try:
+                return self.llm.generate(prompts, sampling, use_tqdm=False)
+            except BaseException:
+                self._drop_leftover_requests()
+                raise
+
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None
+    ) -> Iterator[Delta | PromptRejected]:
+        """Continue one prompt, yielding `Delta`s as vLLM writes them (its own incremental detokeniser and
+        stop-string handling, `RequestOutputKind.DELTA`), or one `PromptRejected`. The request is added to
+        the offline engine and the engine is stepped here, holding the engine's lock until the stream ends:
+        other calls wait, and closing the iterator early aborts the request."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = params or SamplingParams()
+        [ids] = generation_inputs(self.tokenizer, [prompt], params, self.max_len, self.vocab_size)
+        if isinstance(ids, PromptRejected):
+            yield ids
+            return
+        sampling = self._sampling(params, output_kind=RequestOutputKind.DELTA)
+        engine = self.llm.llm_engine
+        with self._lock:
+            self.check_health()
+            request_id = f"stream-{next(self._stream_ids)}"
+            try:
+                engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), sampling)
+            except self._refusals as err:
+                self._drop_leftover_requests()
+                yield PromptRejected(f"vLLM refused the prompt: {err}")
+                return
+            finished = False
+            try:
+                while not finished:
+                    for out in engine.step():  # the lock keeps every other request out of the engine
+                        finished = out.finished
+                        yield self._to_delta(out.outputs[0], params, len(ids) if finished else None)
+            finally:
+                if not finished:
+                    self._drop_leftover_requests()
+
+    def _to_delta(self, piece, params: SamplingParams, prompt_tokens: int | None) -> Delta:
+        """One DELTA `CompletionOutput` as a `Delta`; the last one (`prompt_tokens` given) has the finish."""
+        token_ids = list(piece.token_ids)
+        token_lps = self._token_logprobs(token_ids, piece.logprobs, params)
+        if prompt_tokens is not None and token_ids and token_ids[-1] == self.tokenizer.eos_token_id:
+            token_ids.pop()  # vLLM keeps the EOS id; the other backends do not
+            if token_lps:
+                token_lps.pop()
+        finish = (piece.finish_reason or "length") if prompt_tokens is not None else None
+        return Delta(piece.text, token_ids, token_lps, finish, prompt_tokens)
 
     def _drop_leftover_requests(self) -> None:
         engine = self.llm.llm_engine
@@ -172,18 +231,25 @@ class VLLMEngine:
         if getattr(resources, "engine_dead", False):
             raise EngineError("the vLLM engine-core process died")
 
+    def _token_logprobs(
+        self, token_ids: list[int], dists, params: SamplingParams
+    ) -> list[TokenLogprob] | None:
+        """vLLM's per-token log-prob dicts as `TokenLogprob`s (None when not asked for)."""
+        if params.logprobs is None:
+            return None
+        token_lps = []
+        for tok, dist in zip(token_ids, dists):
+            top = {
+                lp.decoded_token: lp.logprob
+                for lp in dist.values()
+                if params.logprobs and lp.rank is not None and lp.rank <= params.logprobs
+            }
+            chosen = dist[tok]
+            token_lps.append(TokenLogprob(tok, chosen.decoded_token or "", chosen.logprob, top))
+        return token_lps
+
     def _to_generation(self, completion, params: SamplingParams, prompt_tokens: int) -> Generation:
-        token_lps = None
-        if params.logprobs is not None:
-            token_lps = []
-            for tok, dist in zip(completion.token_ids, completion.logprobs):
-                top = {
-                    lp.decoded_token: lp.logprob
-                    for lp in dist.values()
-                    if params.logprobs and lp.rank is not None and lp.rank <= params.logprobs
-                }
-                chosen = dist[tok]
-                token_lps.append(TokenLogprob(tok, chosen.decoded_token or "", chosen.logprob, top))
+        token_lps = self._token_logprobs(list(completion.token_ids), completion.logprobs, params)
         token_ids = list(completion.token_ids)
         # vLLM keeps the EOS id in token_ids; the other backends do not.
         if token_ids and token_ids[-1] == self.tokenizer.eos_token_id:
