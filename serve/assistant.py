@@ -6,7 +6,7 @@ generic LLM deployment, and its web page. Routes, under the application's prefix
     POST /v1/retrieve     {query, top_k, mode: dense|sparse|hybrid, filters}    -> {results: [{doc_id, chunk_id, ...}]}
     POST /v1/query        {query, history?, top_k?, query_id?, stream?}         -> {query_id, query, response,
                           citations, retrieved_context, passages, trace, ...}; stream=true: server-sent events
-                          (steps, the answer as soon as it is written, revisions, citations, done)
+                          (steps, the answer token by token as it is written, revisions, citations, done)
     GET  /healthz         200 once the model answers, 503 while it loads
 
 Build with `build_assistant_app(AssistantAppArgs(...))` or the `assistant` application of `serve/config.yaml`.
@@ -17,7 +17,6 @@ See docs/assistant.md.
 # pydantic model only when the annotation is the class itself, not a string.
 import asyncio
 import json
-import re
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -35,7 +34,7 @@ from rayflow.rag.searcher import IndexSearcher, SearchConfig, read_documents
 from rayflow.retrieval import Document, Filters, Mode
 from rayflow.serving import HTTPConfig, LLMServer, LLMServerConfig, ReplicaOptions, from_deployment
 from rayflow.serving.guards import bad_request, bearer_auth, guarded_app
-from rayflow.serving.llm import health_reply
+from rayflow.serving.llm import health_reply, stream_from_deployment
 
 STATIC = resources.files("rayflow.rag") / "static"
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -92,9 +91,6 @@ def _sse(event: str, data) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-_PIECE = re.compile(r"\S+\s*|\s+")
-
-
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
 @serve.ingress()
 class AssistantServer:
@@ -102,6 +98,7 @@ class AssistantServer:
         self.args = args
         self.llm = llm
         self.generate = from_deployment(llm)
+        self.stream = stream_from_deployment(llm)
         self.searcher = IndexSearcher(args.search)
         if args.corpus:
             self.searcher.add(read_documents(args.corpus))
@@ -168,10 +165,10 @@ class AssistantServer:
         return app
 
     async def _stream(self, question: str, kwargs: dict):
-        """Events: `step` per trace step as it finishes; `answer` pieces of the answer's text as soon as the model
-        has written it (before citations and self-critique); `revision` with the whole text when citations or a
-        critique change it (it replaces what was sent); `citations` (with the passages they point into); then
-        `done` with the whole answer; `error` if the run fails."""
+        """Events: `step` per trace step as it finishes; `answer` pieces of the answer's text as the model writes
+        them (streamed from the LLM deployment token by token, before citations and self-critique); `revision`
+        with the whole text when citations or a critique change it (it replaces what was sent); `citations`
+        (with the passages they point into); then `done` with the whole answer; `error` if the run fails."""
         events: asyncio.Queue = asyncio.Queue()
         run = asyncio.ensure_future(
             answer(
@@ -181,18 +178,24 @@ class AssistantServer:
                 self.args.assistant,
                 listener=lambda step: events.put_nowait(step.model_dump()),
                 writer=events.put_nowait,
+                stream=self.stream,
                 **kwargs,
             )
         )
         run.add_done_callback(lambda _: events.put_nowait(None))
+        sent = ""  # the answer text the `answer` events have carried
         while (event := await events.get()) is not None:
             if not isinstance(event, AnswerText):
                 yield _sse("step", event)
-            elif event.kind == "draft":
-                for piece in _PIECE.findall(event.text):
-                    yield _sse("answer", {"delta": piece})
+            elif event.kind == "delta":
+                sent += event.text
+                yield _sse("answer", {"delta": event.text})
+            elif event.kind == "draft" and event.text.startswith(sent):
+                if event.text != sent:  # not streamed (a clarifying question): the rest in one piece
+                    yield _sse("answer", {"delta": event.text[len(sent) :]})
+                sent = event.text
             else:
-                yield _sse("revision", {"text": event.text, "reason": event.reason})
+                yield _sse("revision", {"text": event.text, "reason": event.reason or "draft"})
         if run.exception() is not None:
             message = f"{type(run.exception()).__name__}: {run.exception()}"
             yield _sse("error", {"error": {"message": message, "type": "server_error", "code": 500}})

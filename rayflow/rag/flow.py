@@ -4,9 +4,12 @@
     -> metadata routing -> hybrid retrieval per sub-query -> rerank -> per-source filtering -> sub-answers
     -> final answer -> citations (per sentence, BM25) -> self-critique ([YES] stops, [NO] + reason refines)
 
-The answer's text is told to a `writer` as soon as the model has written it (`AnswerText("draft", ...)`:
-before citations and self-critique, so a page can show it while the flow goes on), and again each time it
-changes (`AnswerText("revision", ..., reason="citations" | "critique")`); the last one told is the response.
+The answer's text is told to a `writer` while the model writes it: given a `stream` (an async source of the
+engine's deltas, `rayflow.llm.Stream`), the final answer (and a direct one) is generated token by token and
+each new piece is told as `AnswerText("delta", piece)`; the whole text follows as `AnswerText("draft", ...)`
+once written (before citations and self-critique, so a page shows it while the flow goes on), and again each
+time it changes (`AnswerText("revision", ..., reason="citations" | "critique")`); the last one told is the
+response. Without a stream or a writer the answer is one batched `generate` call, as every other step's.
 
 Every model call goes through a `Generate` function (a local engine via `from_engine`, or the Serve LLM
 deployment via `rayflow.serving.llm.from_deployment`); each step's prompt is in `rayflow.rag.prompts`. A reply
@@ -28,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from rayflow.config import Config
 from rayflow.eval.safety.llm import Generate
-from rayflow.llm import Message, PromptRejected, SamplingParams
+from rayflow.llm import Message, PromptRejected, SamplingParams, Stream
 from rayflow.rag import prompts as P
 from rayflow.rag.citations import attach_citations
 from rayflow.rag.metadata import route_metadata
@@ -127,10 +130,11 @@ class AssistantAnswer(BaseModel):
 
 @dataclass(frozen=True)
 class AnswerText:
-    """The answer's text as it stands: `draft` (as written, before citations and critique) or `revision`
-    (replacing what was told before; `reason` is `citations` or `critique`)."""
+    """The answer's text: `delta` (the next piece as the model writes it), `draft` (the whole text as written,
+    before citations and critique) or `revision` (replacing what was told before; `reason` is `citations`
+    or `critique`)."""
 
-    kind: Literal["draft", "revision"]
+    kind: Literal["delta", "draft", "revision"]
     text: str
     reason: str = ""
 
@@ -144,6 +148,7 @@ class Run:
     config: AssistantConfig
     trace: Trace
     writer: Callable[[AnswerText], Any] | None = None
+    stream: Stream | None = None
     told: str | None = None  # the answer text last told to the writer
 
     def tell(self, kind: Literal["draft", "revision"], text: str, reason: str = "") -> None:
@@ -158,6 +163,23 @@ class Run:
         out = await self.generate([P.chat(u) for u in users], params)
         return [o if isinstance(o, PromptRejected) else o.text.strip() for o in out]
 
+    async def write(self, user: str, max_tokens: int) -> str | PromptRejected:
+        """The reply to one prompt, like `ask`, but streamed to the writer piece by piece as the model writes
+        it when the run has both a stream and a writer. The pieces join to the stripped reply."""
+        if self.stream is None or self.writer is None:
+            [reply] = await self.ask([user], max_tokens)
+            return reply
+        params = SamplingParams(temperature=self.config.temperature, max_tokens=max_tokens, seed=0)
+        text, trim = [], _Strip()
+        async for delta in self.stream(P.chat(user), params):
+            if isinstance(delta, PromptRejected):
+                return delta
+            piece = trim.add(delta.text)
+            if piece:
+                text.append(piece)
+                self.writer(AnswerText("delta", piece))
+        return "".join(text)
+
     def passages(self, passages: Sequence[Passage], budget: int | None = None) -> str:
         """Numbered passages for a prompt, each cut to its share of `budget` characters (default
         `context_chars`) and to `passage_chars`, so a prompt stays inside the model's context however many
@@ -166,6 +188,24 @@ class Run:
             return "(none)"
         share = min(self.config.passage_chars, (budget or self.config.context_chars) // len(passages))
         return P.format_passages([p.text[:share] for p in passages])
+
+
+class _Strip:
+    """Streamed text with leading whitespace dropped and trailing whitespace held until more text follows, so
+    the pieces join to the whole reply `.strip()`ped, as `Run.ask` returns it."""
+
+    def __init__(self):
+        self.started = False
+        self.pending = ""
+
+    def add(self, text: str) -> str:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        text = self.pending + text
+        body = text.rstrip()
+        self.pending = text[len(body) :]
+        return body
 
 
 def _error(reply: str | PromptRejected) -> str | None:
@@ -347,7 +387,8 @@ async def sub_answers(run: Run, subqueries: Sequence[str], kept: list[list[Passa
 
 
 async def write_answer(run: Run, question: str, findings: Sequence[str], passages: Sequence[Passage]) -> str:
-    """The final answer from the sub-answers and the passages (no citations yet)."""
+    """The final answer from the sub-answers and the passages (no citations yet); streamed to the writer as it
+    is written when the run has a stream."""
     t = run.trace.start()
     # Passages and findings share the prompt's budget half and half.
     half = run.config.context_chars // 2
@@ -358,7 +399,7 @@ async def write_answer(run: Run, question: str, findings: Sequence[str], passage
         findings=listed,
         question=question,
     )
-    [reply] = await run.ask([prompt], run.config.answer_max_tokens)
+    reply = await run.write(prompt, run.config.answer_max_tokens)
     run.trace.record(
         "answer", t, detail={"text": _text(reply)}, prompt_version=P.PROMPT_VERSION, error=_error(reply)
     )
@@ -445,17 +486,18 @@ async def answer(
     query_id: str | None = None,
     listener: Callable[[TraceStep], Any] | None = None,
     writer: Callable[[AnswerText], Any] | None = None,
+    stream: Stream | None = None,
 ) -> AssistantAnswer:
     """Answer `question` (the user's latest message; `history` the conversation before it, as chat
     messages). `listener` hears each trace step as it is recorded; `writer` the answer's text as it is written
-    and each time it changes (see the module docstring)."""
-    run = Run(generate, searcher, config, Trace(listener), writer)
+    (piece by piece when `stream` is given) and each time it changes (see the module docstring)."""
+    run = Run(generate, searcher, config, Trace(listener), writer, stream)
     base = {"query_id": query_id or uuid.uuid4().hex[:12], "query": question}
 
     decision = await route(run, question)
     if decision == "direct":
         t = run.trace.start()
-        [reply] = await run.ask([P.DIRECT.format(question=question)], config.answer_max_tokens)
+        reply = await run.write(P.DIRECT.format(question=question), config.answer_max_tokens)
         run.trace.record(
             "answer", t, detail={"text": _text(reply)}, prompt_version=P.PROMPT_VERSION, error=_error(reply)
         )

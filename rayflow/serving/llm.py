@@ -6,9 +6,10 @@ ones, `tiny:<size>`), on any backend, batched with `@serve.batch`; and its OpenA
     # POST /v1/chat/completions, /v1/completions; GET /v1/models, /healthz
 
 `LLMServer` has no HTTP routes of its own (Serve allows one FastAPI ingress per application), so any
-ingress composes it: `await handle.complete.remote(prompt, params)` returns a `Completed`, and
+ingress composes it: `await handle.complete.remote(prompt, params)` returns a `Completed`,
 `from_deployment(handle)` turns the handle into the judges' `Generate` function (one `generate_many` call
-per batch of prompts). Concurrent prompts, across calls and callers, are regrouped into batches of up to
+per batch of prompts), and `stream_from_deployment(handle)` into a `Stream` of the engine's deltas
+(`LLMServer.stream`: real token streaming, each delta sent as the engine writes it). Concurrent prompts, across calls and callers, are regrouped into batches of up to
 `max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
 thread so the replica keeps accepting requests meanwhile.
 
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.responses import JSONResponse
@@ -37,18 +38,21 @@ from ray.exceptions import RayError
 from rayflow.config import Config
 from rayflow.eval.safety.llm import Generate
 from rayflow.llm import (
+    Delta,
     EngineConfig,
     EngineError,
     Generation,
     Prompt,
     PromptRejected,
     SamplingParams,
+    Stream,
     TokenLogprob,
+    astream,
     build_engine,
     prompt_token_ids,
 )
 from rayflow.serving.guards import HTTPConfig, bearer_auth, guarded_app
-from rayflow.serving.openai_api import Completed, add_openai_routes, stream_pieces
+from rayflow.serving.openai_api import Completed, add_openai_routes
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +123,10 @@ class LLMServer:
         self.watch = EngineWatch(self.config.stuck_after_s)
 
     async def complete(
-        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
-        generate: bool = True,
-    ) -> Completed:  # fmt: skip
-        """Complete one prompt; concurrent calls share engine batches. `stream` also cuts the text into
-        per-token pieces for server-sent events; `echo` returns the prompt's text and, when
-        `params.logprobs` is set, its log-probs (one engine `score` call); `generate=False` only echoes.
+        self, prompt: Prompt, params: SamplingParams, echo: bool = False, generate: bool = True
+    ) -> Completed:
+        """Complete one prompt; concurrent calls share engine batches. `echo` returns the prompt's text and,
+        when `params.logprobs` is set, its log-probs (one engine `score` call); `generate=False` only echoes.
         Raises what the engine raised for this prompt alone."""
         echoed: tuple[str, list[TokenLogprob | None] | None, int] | None = None
         if echo:
@@ -137,14 +139,25 @@ class LLMServer:
             out = Generation("", [], "length", [] if params.logprobs is not None else None, echoed[2])
         if isinstance(out, PromptRejected):  # the OpenAI routes answer it with a 400 naming the field
             return Completed(generation=None, error=out.reason, error_field=out.field)
-        pieces = stream_pieces(out.text, out.token_ids, self.tokenizer) if stream else []
         # The backend counted the prompt's tokens while tokenising it: no second tokenisation here.
         prompt_tokens = (
             out.prompt_tokens if out.prompt_tokens is not None else (echoed[2] if echoed else None)
         )
         if echoed is None:
-            return Completed(out, prompt_tokens, pieces)
-        return Completed(out, prompt_tokens, pieces, prompt_text=echoed[0], prompt_logprobs=echoed[1])
+            return Completed(out, prompt_tokens)
+        return Completed(out, prompt_tokens, prompt_text=echoed[0], prompt_logprobs=echoed[1])
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta | PromptRejected]:
+        """Yield one prompt's `Delta`s as the engine writes them (`Engine.stream`), or one `PromptRejected`;
+        call through `handle.options(stream=True)`. The stream runs on the engine thread from its first token
+        to its last, so engine batches of other requests wait for it; a caller that goes away stops it after
+        the next token. Raises what the engine raised."""
+        self.watch.arrive()
+        try:
+            async for delta in astream(self.engine, prompt, params, self._thread, self.watch.progressed):
+                yield delta
+        finally:
+            self.watch.leave()
 
     async def generate_many(
         self, prompts: Sequence[Prompt], params: SamplingParams
@@ -263,12 +276,12 @@ class LLMServer:
 
 def local_tokenizer(engine):
     """The engine's tokenizer, or None when it has none here (a remote model behind the `openai` backend with
-    no local files): the server then serves without token counts, per-token stream pieces or echo."""
+    no local files): the server then serves without token counts or echo."""
     try:
         return getattr(engine, "tokenizer", None)
     except (EngineError, OSError, ValueError) as err:
-        logger.warning("no local tokenizer for %r (%s): usage counts no prompt tokens, streams send the text "
-                       "in one piece, echo is refused", engine.config.model, err)  # fmt: skip
+        logger.warning("no local tokenizer for %r (%s): usage counts no prompt tokens, echo is refused",
+                       engine.config.model, err)  # fmt: skip
         return None
 
 
@@ -280,10 +293,12 @@ class DeploymentBackend:
         self.model_name = model_name
 
     async def complete(
-        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
-        generate: bool = True,
-    ) -> Completed:  # fmt: skip
-        return await self.handle.complete.remote(prompt, params, stream, echo, generate)
+        self, prompt: Prompt, params: SamplingParams, echo: bool = False, generate: bool = True
+    ) -> Completed:
+        return await self.handle.complete.remote(prompt, params, echo, generate)
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta | PromptRejected]:
+        return stream_from_deployment(self.handle)(prompt, params)
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
@@ -343,3 +358,12 @@ def from_deployment(handle) -> Generate:
         return await handle.generate_many.remote(list(prompts), params) if prompts else []
 
     return generate
+
+
+def stream_from_deployment(handle) -> Stream:
+    """A `Stream` over an `LLMServer` handle: the deployment's deltas as it sends them."""
+
+    def stream(prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta | PromptRejected]:
+        return handle.options(stream=True).stream.remote(prompt, params)
+
+    return stream

@@ -4,9 +4,12 @@ the official `openai` client, lm-eval's `local-completions`/`local-chat-completi
 tooling talk to rayflow.
 
 The backend completes one prompt at a time (`complete(prompt, params, ...) -> Completed`); the LLM
-deployment batches concurrent calls with `@serve.batch`. Streaming sends the completion as server-sent
-events, one chunk per generated token (with its log-probs when asked), once its batch has finished: the
-engine layer generates whole batches, so the first byte arrives when the whole completion is ready.
+deployment batches concurrent calls with `@serve.batch`. `stream: true` is real token streaming: the
+backend's `stream` relays the engine's deltas (`Engine.stream`: incremental detokenisation, stop strings
+held back until settled) and each is sent as a server-sent event as soon as the engine writes it, with its
+log-probs when asked and usage at the end (`stream_options.include_usage`). A prompt the engine refuses is
+a 400 before the stream starts; an engine failure mid-stream ends it with an `{"error": ...}` event. With
+several prompts (`/v1/completions`), their streams are sent one after another, in order.
 
 Request fields, as vLLM treats them:
 
@@ -37,7 +40,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from fastapi import FastAPI
@@ -45,8 +48,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rayflow.llm import Generation, Prompt, SamplingParams, TokenLogprob
-from rayflow.serving.guards import HTTPConfig, bad_request, check_count
+from rayflow.llm import Delta, Generation, Prompt, PromptRejected, SamplingParams, TokenLogprob
+from rayflow.serving.guards import HTTPConfig, bad_request, check_count, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +58,11 @@ logger = logging.getLogger(__name__)
 class Completed:
     """One completion: the generation (None when the engine refused the prompt, with `error` saying why and
     `error_field` which request field is at fault: "prompt" or a sampling field), the prompt's token count
-    where the backend knows it, and, when asked, the text cut into one stream piece per generated token
-    (`pieces`), and the echoed prompt (`prompt_text`) with its log-probs (`prompt_logprobs`: None for the
-    first token, which has no context)."""
+    where the backend knows it, and, when asked, the echoed prompt (`prompt_text`) with its log-probs
+    (`prompt_logprobs`: None for the first token, which has no context)."""
 
     generation: Generation | None
     prompt_tokens: int | None = None
-    pieces: list[str] = field(default_factory=list)
     error: str | None = None
     error_field: str = "prompt"
     prompt_text: str | None = None
@@ -72,11 +73,15 @@ class CompletionBackend(Protocol):
     model_name: str
 
     async def complete(
-        self, prompt: Prompt, params: SamplingParams, stream: bool = False, echo: bool = False,
-        generate: bool = True,
-    ) -> Completed:  # fmt: skip
-        """Complete `prompt`; `stream` also cuts the text into per-token pieces, `echo` returns the prompt
-        (with log-probs when `params.logprobs` is set), `generate=False` only echoes."""
+        self, prompt: Prompt, params: SamplingParams, echo: bool = False, generate: bool = True
+    ) -> Completed:
+        """Complete `prompt`; `echo` returns the prompt (with log-probs when `params.logprobs` is set),
+        `generate=False` only echoes."""
+        ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Delta | PromptRejected]:
+        """`prompt`'s continuation as the engine writes it (`Engine.stream`): `Delta`s, or one
+        `PromptRejected`."""
         ...
 
 
@@ -242,13 +247,28 @@ def _usage(done: Sequence[Completed]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _sse(chunks: list[dict]) -> StreamingResponse:
-    async def events() -> AsyncIterator[str]:
-        for chunk in chunks:
-            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+def _event(chunk: dict) -> str:
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+def _sse(events: AsyncIterator[str], streams: Sequence[OpenStream]) -> StreamingResponse:
+    """`events` (each a `data: ...` block) as server-sent events; an exception in the middle of the stream
+    ends it with an OpenAI error event, as vLLM's server does; `[DONE]` closes it. The engine `streams` the
+    events come from are stopped if the client goes away first."""
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        except Exception as err:
+            logger.exception("a stream failed part-way")
+            yield _event(error_body(f"{type(err).__name__}: {err}", 500))
+        finally:
+            for stream in streams:
+                await stream.aclose()
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(body(), media_type="text/event-stream")
 
 
 def _chat_entries(tokens: Sequence[TokenLogprob]) -> list[dict]:
@@ -272,17 +292,29 @@ def _completion_logprobs(tokens: Sequence[TokenLogprob | None], start: int = 0) 
             "text_offset": offsets}  # fmt: skip
 
 
-def _token_chunks(done: Completed, with_logprobs: bool) -> list[tuple[str, list[TokenLogprob]]]:
-    """A completion as stream chunks: (text, log-probs of its tokens), one per generated token where the
-    log-probs are asked for, else one per non-empty piece of text."""
-    gen = done.generation
-    pieces = done.pieces or ([gen.text] if gen.text else [])
-    lps = gen.logprobs or []
-    if not with_logprobs or not lps:
-        return [(p, []) for p in pieces if p]
-    if len(pieces) == len(lps):
-        return [(p, [t]) for p, t in zip(pieces, lps)]
-    return [("".join(pieces), list(lps))]  # a backend without token ids: one chunk holds them all
+class OpenStream:
+    """A backend stream whose first delta is in; iterate it once. `aclose` stops the engine's generation when
+    the stream is left before its end (the client went away, a later prompt was refused)."""
+
+    def __init__(self, first: Delta, deltas: AsyncIterator[Delta]):
+        self.first = first
+        self.deltas = deltas
+        self.ended = False
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        yield self.first
+        async for delta in self.deltas:
+            yield delta
+        self.ended = True
+
+    async def aclose(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if hasattr(self.deltas, "cancel"):  # a Serve handle's response generator
+            self.deltas.cancel()
+        else:
+            await self.deltas.aclose()
 
 
 def add_openai_routes(
@@ -302,12 +334,23 @@ def add_openai_routes(
             raise bad_request(f"model: the model {name!r} does not exist; this server has {backend.model_name!r}",
                               "model", 404)  # fmt: skip
 
+    def refused(field_name: str, reason: str, at: str):
+        param = field_name if at == "prompt" else at
+        return bad_request(f"{param}: {reason}", param)
+
     async def run(prompt: Prompt, params: SamplingParams, field_name: str, **kwargs) -> Completed:
         done = await backend.complete(prompt, params, **kwargs)
         if done.error is not None:
-            param = field_name if done.error_field == "prompt" else done.error_field
-            raise bad_request(f"{param}: {done.error}", param)
+            raise refused(field_name, done.error, done.error_field)
         return done
+
+    async def open_stream(prompt: Prompt, params: SamplingParams, field_name: str) -> OpenStream:
+        """The backend's stream, once its first answer is in: a refused prompt is a 400 before any byte."""
+        deltas = backend.stream(prompt, params)
+        first = await anext(deltas)
+        if isinstance(first, PromptRejected):
+            raise refused(field_name, first.reason, first.field)
+        return OpenStream(first, deltas)
 
     @app.get("/v1/models", dependencies=[auth])
     async def models() -> dict:
@@ -330,29 +373,41 @@ def add_openai_routes(
         names = {"logprobs": "top_logprobs",
                  "max_tokens": "max_completion_tokens" if request.max_completion_tokens else "max_tokens"}  # fmt: skip
         params = _sampling(request, max_tokens, top, names, limits.max_stop)
-        done = await run(request.prompt(), params, "messages", stream=request.stream)
-        gen, rid, created = done.generation, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": created, "model": backend.model_name}
         if not request.stream:
+            done = await run(request.prompt(), params, "messages")
+            gen = done.generation
             logprobs = {"content": _chat_entries(gen.logprobs)} if gen.logprobs is not None else None
             choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
                       "finish_reason": gen.finish_reason, "logprobs": logprobs}  # fmt: skip
             return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage([done])}
+        deltas = await open_stream(request.prompt(), params, "messages")
         chunk = {**head, "object": "chat.completion.chunk"}
 
-        def delta(d: dict, finish: str | None = None, lps: list[TokenLogprob] | None = None) -> dict:
+        def delta(d: dict, finish: str | None = None, lps: list[TokenLogprob] | None = None) -> str:
             logprobs = {"content": _chat_entries(lps)} if lps else None
-            return {
+            return _event({
                 **chunk,
                 "choices": [{"index": 0, "delta": d, "finish_reason": finish, "logprobs": logprobs}],
-            }
+            })  # fmt: skip
 
-        chunks = [delta({"role": "assistant", "content": ""})]
-        chunks += [delta({"content": text}, lps=lps) for text, lps in _token_chunks(done, top is not None)]
-        chunks.append(delta({}, gen.finish_reason))
-        if (request.stream_options or {}).get("include_usage"):
-            chunks.append({**chunk, "choices": [], "usage": _usage([done])})
-        return _sse(chunks)
+        async def events() -> AsyncIterator[str]:
+            yield delta({"role": "assistant", "content": ""})
+            tokens, finish, prompt_tokens = 0, "length", None
+            async for d in deltas:
+                tokens += len(d.token_ids)
+                if d.text or d.logprobs:
+                    yield delta({"content": d.text}, lps=d.logprobs if top is not None else None)
+                if d.finish_reason is not None:
+                    finish, prompt_tokens = d.finish_reason, d.prompt_tokens
+            yield delta({}, finish)
+            if (request.stream_options or {}).get("include_usage"):
+                usage = {"prompt_tokens": prompt_tokens or 0, "completion_tokens": tokens,
+                         "total_tokens": (prompt_tokens or 0) + tokens}  # fmt: skip
+                yield _event({**chunk, "choices": [], "usage": usage})
+
+        return _sse(events(), [deltas])
 
     @app.post("/v1/completions", dependencies=[auth])
     async def completions(request: CompletionRequest):
@@ -362,14 +417,14 @@ def add_openai_routes(
         check_count(prompts, "prompt", limits.max_items)
         params = _sampling(request, max(request.max_tokens, 1), request.logprobs, {}, limits.max_stop)
         where = (lambda i: "prompt") if len(prompts) == 1 else (lambda i: f"prompt[{i}]")
-        done = await asyncio.gather(*(
-            run(p, params, where(i), stream=request.stream, echo=request.echo, generate=request.max_tokens > 0)
-            for i, p in enumerate(prompts)
-        ))  # fmt: skip
         head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": backend.model_name}  # fmt: skip
         with_logprobs = request.logprobs is not None
         if not request.stream:
+            done = await asyncio.gather(*(
+                run(p, params, where(i), echo=request.echo, generate=request.max_tokens > 0)
+                for i, p in enumerate(prompts)
+            ))  # fmt: skip
             choices = []
             for i, d in enumerate(done):
                 gen, echoed = d.generation, d.prompt_text if request.echo else ""
@@ -381,23 +436,50 @@ def add_openai_routes(
                                 "logprobs": logprobs})  # fmt: skip
             return {**head, "choices": choices, "usage": _usage(done)}
 
-        def piece(i: int, text: str, finish: str | None = None, lps: list | None = None, at: int = 0) -> dict:
+        echoes = [None] * len(prompts)
+        if request.echo:
+            echoes = await asyncio.gather(*(
+                run(p, params, where(i), echo=True, generate=False) for i, p in enumerate(prompts)
+            ))  # fmt: skip
+        # Every prompt's stream is opened (so a refused one is a 400) before the first byte goes out.
+        streams = []
+        if request.max_tokens > 0:
+            try:
+                for i, p in enumerate(prompts):
+                    streams.append(await open_stream(p, params, where(i)))
+            except Exception:
+                for stream in streams:
+                    await stream.aclose()
+                raise
+
+        def piece(i: int, text: str, finish: str | None = None, lps: list | None = None, at: int = 0) -> str:
             logprobs = _completion_logprobs(lps, at) if lps else None
-            return {
+            return _event({
                 **head,
                 "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": logprobs}],
-            }
+            })  # fmt: skip
 
-        chunks = []
-        for i, d in enumerate(done):
-            at = 0
-            if request.echo:
-                chunks.append(piece(i, d.prompt_text, lps=d.prompt_logprobs if with_logprobs else None))
-                at = len(d.prompt_text)
-            for text, lps in _token_chunks(d, with_logprobs):
-                chunks.append(piece(i, text, lps=lps, at=at))
-                at += len(text)
-            chunks.append(piece(i, "", d.generation.finish_reason))
-        if (request.stream_options or {}).get("include_usage"):
-            chunks.append({**head, "choices": [], "usage": _usage(done)})
-        return _sse(chunks)
+        async def events() -> AsyncIterator[str]:
+            prompt_tokens = completion_tokens = 0
+            for i in range(len(prompts)):
+                at, finish, echo = 0, "length", echoes[i]
+                if echo is not None:
+                    yield piece(i, echo.prompt_text, lps=echo.prompt_logprobs if with_logprobs else None)
+                    at = len(echo.prompt_text)
+                    if not streams:  # echo only: the prompt is all there is to count
+                        prompt_tokens += echo.prompt_tokens or 0
+                if streams:
+                    async for d in streams[i]:
+                        completion_tokens += len(d.token_ids)
+                        if d.text or d.logprobs:
+                            yield piece(i, d.text, lps=d.logprobs if with_logprobs else None, at=at)
+                            at += len(d.text)
+                        if d.finish_reason is not None:
+                            finish, prompt_tokens = d.finish_reason, prompt_tokens + (d.prompt_tokens or 0)
+                yield piece(i, "", finish)
+            if (request.stream_options or {}).get("include_usage"):
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+                yield _event({**head, "choices": [], "usage": usage})
+
+        return _sse(events(), streams)

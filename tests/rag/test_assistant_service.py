@@ -156,11 +156,14 @@ def test_query_streams_steps_answer_revisions_citations_done(http, question):
     done = got[-1][1]
     steps = [d["name"] for n, d in got if n == "step"]
     assert steps == [s["name"] for s in done["trace"]]
-    # The answer is sent as soon as it is written: right after its step, before citations and self-critique.
+    # The answer streams in while the model writes it: its pieces come before its own step has finished (and
+    # so before citations and self-critique), and before `done`.
+    assert names.index("answer") < names.index("done")
     if done["route"] == "retrieve":
         first = names.index("answer")
-        assert [d["name"] for n, d in got[:first] if n == "step"][-1] == "answer"
-        assert "critique" not in [d["name"] for n, d in got[:first] if n == "step"]
+        written = next(i for i, (n, d) in enumerate(got) if n == "step" and d["name"] == "answer")
+        assert [d["name"] for n, d in got[:first] if n == "step"][-1] == "sub_answer" and written > first
+        assert names[first:written].count("answer") > 1
     # What the page shows at the end (the streamed pieces, replaced by each revision) is the response.
     shown = ""
     for n, d in got:

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from rayflow.llm import Generation, PromptRejected
+from rayflow.llm import Delta, Generation, PromptRejected
 from rayflow.rag import AssistantConfig, Passage, answer, attach_citations, route_metadata
 from rayflow.rag import prompts as P
 from rayflow.retrieval.filters import Filters
@@ -173,6 +173,42 @@ def test_full_flow_with_critique_refine_and_rag_checker_fields():
         "citations",
         ("revision", result.response, "critique"),
     ]
+
+
+def scripted_stream(replies: dict[str, str | None]):
+    """A Stream sending the scripted reply a few characters at a time, with the spaces a model writes around it."""
+
+    async def stream(messages, params):
+        reply = next((v for k, v in replies.items() if k in messages[-1]["content"]), "")
+        if reply is None:
+            yield PromptRejected("too long")
+            return
+        text = f"  {reply} \n"
+        for i in range(0, len(text), 3):
+            yield Delta(text[i : i + 3], [])
+        yield Delta("", [], finish_reason="stop")
+
+    return stream
+
+
+def test_the_answer_streams_to_the_writer_as_it_is_written():
+    replies = {"Reply with the single word": "RETRIEVE", "clarifying question": "[CLEAR]",
+               "Write the answer": "HNSW graphs give fast vector search. BM25 ranking uses term overlap.",
+               "Review the answer": "[YES]"}  # fmt: skip
+    heard = []
+    streamed, _, _ = run("Compare HNSW and BM25", replies, stream=scripted_stream(replies),
+                         listener=lambda step: heard.append(step.name),
+                         writer=lambda text: heard.append((text.kind, text.text)))  # fmt: skip
+    plain, _, _ = run("Compare HNSW and BM25", replies)
+    assert streamed.response == plain.response  # streaming changes when the text is told, not what it is
+    pieces = [t for k, t in (h for h in heard if isinstance(h, tuple)) if k == "delta"]
+    assert len(pieces) > 5 and "".join(pieces) == replies["Write the answer"]
+    first = next(i for i, h in enumerate(heard) if isinstance(h, tuple))
+    assert heard[first - 1] == "sub_answer" and heard.index("answer") > first  # told while being written
+    assert heard[heard.index("answer") + 1] == ("draft", replies["Write the answer"])
+    refused, _, _ = run("Compare HNSW and BM25", {**replies, "Write the answer": None},
+                        stream=scripted_stream({**replies, "Write the answer": None}), writer=heard.append)  # fmt: skip
+    assert refused.response == "" and "too long" in next(s.error for s in refused.trace if s.name == "answer")
 
 
 def test_filter_drops_a_paper_and_yes_stops_the_critique():

@@ -149,6 +149,30 @@ def test_streams_send_each_token_with_its_logprobs(client):
     assert "".join(c.choices[0].text for c in pieces) == done.choices[0].text
 
 
+def test_streams_carry_the_engines_deltas_usage_last_and_refusals_before_them(client):
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) > 2 and "".join(content) == whole.choices[0].message.content
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    # Several prompts with echo: each choice's stream, in order, then the usage of them all.
+    request = {"model": "tiny", "prompt": ["Once upon", "The sky"], "max_tokens": 5, "temperature": 0, "echo": True}
+    done = client.completions.create(**request)
+    many = list(client.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    texts = ["", ""]
+    for c in many:
+        for choice in c.choices:
+            texts[choice.index] += choice.text
+    assert texts == [c.text for c in sorted(done.choices, key=lambda c: c.index)]
+    assert many[-1].usage.model_dump() == done.usage.model_dump()
+    with pytest.raises(openai.BadRequestError) as refused:  # a 400 before the first event, as vLLM's
+        client.completions.create(model="tiny", prompt=["Fine", ""], max_tokens=4, stream=True)
+    assert refused.value.param == "prompt[1]"
+
+
 def test_completion_prompts_in_every_shape(client, local, tiny_model):
     from transformers import AutoTokenizer
 

@@ -1,5 +1,5 @@
 // The assistant's page: POST v1/query with stream=true and render its server-sent events as they arrive: the
-// answer's pieces as soon as the model has written it, then each revision (citations, self-critique) in its place.
+// answer's pieces as the model writes them, token by token, then each revision (citations, self-critique) in its place.
 // Every URL is relative, so the page works under any route prefix. Model output is shown as text, never as HTML.
 "use strict";
 
