@@ -1,20 +1,21 @@
 """The evaluation-set index a corpus is scanned against: exact n-gram sets behind an `rbloom` prefilter.
 
 Built once on the driver from the examples' tokens and broadcast to the scan actors. Scanning a batch of
-documents (`EvalIndex.scan_arrays`) is vectorised over the whole batch, an Arrow string array read in place:
+documents (`EvalIndex.scan_arrays`) is vectorised over the whole batch, an Arrow string array read in place; the
+per-byte, per-token and per-window loops are compiled (`kernels`, numba):
 
-1. token spans with `rules.tokenize`'s rules, in numpy: ASCII documents as bytes (NFKC is the identity there;
-   one C-level `bytes.translate` lower-cases and turns every break into a space), the others as code points
-   after Python's own NFKC and `str.lower()` (tables mark breaks and CJK characters, each a token of its own),
-   re-encoded as UTF-8 tokens; a token is a run of non-break units inside one document,
+1. tokens with `rules.tokenize`'s rules: ASCII documents as bytes (NFKC is the identity there; one C-level
+   `bytes.translate` lower-cases and turns every break into a space, then one compiled pass finds the runs of
+   non-space bytes inside each document and their values), the others as code points after Python's own NFKC
+   and `str.lower()` (numpy tables mark breaks and CJK characters, each a token of its own), re-encoded as UTF-8,
 2. a 64-bit value per token (`token_value`): a token of at most 8 UTF-8 bytes (no NUL) is its bytes, so equal
    values mean equal tokens; a longer one gets a hash, and a window holding one has its bytes re-checked,
-3. a 64-bit polynomial hash of every window of the shortest needed lengths in one document (prefix sums),
-4. the window hashes through two filters with false positives only: a bitmap of hash buckets (one numpy
-   lookup for the whole batch), then the length's rbloom Bloom filter for the windows that pass it,
+3. a 64-bit polynomial hash of every window of the shortest needed lengths in one document, rolled in one
+   compiled pass that also looks each hash up in a bitmap of hash buckets (a one-hash filter),
+4. the windows that pass it through the length's rbloom Bloom filter,
 5. exact re-verification: the window's token values looked up in the length's exact n-gram map (and the
-   strings compared where a token is long), so a hit is a true token-for-token match and the filter never
-   causes a missed one.
+   strings compared where a token is long), so a hit is a true token-for-token match and the filters never
+   cause a missed one.
 
 Longer lengths are not hashed: an n-gram longer than the shortest rule n (the gate, g) matches at a position
 exactly when the gate-grams at offsets 0, g, 2g, ... and n - g of it all matched the example at the same
@@ -23,7 +24,7 @@ offsets in one document (those gate-grams cover it), so they are read off the ga
 Lengths: every rule's n, plus the length of each example shorter than some rule's n (its whole sequence is
 matched as one n-gram at position 0). A hit is `(example, length, position in example, position in document)`.
 
-Plain Python, numpy and pyarrow; no Ray.
+Plain Python, numpy, numba and pyarrow; no Ray.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import functools
 import hashlib
 import sys
 import unicodedata
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rbloom import Bloom
 
+from rayflow.data.decontam import kernels
 from rayflow.data.decontam.rules import NormalizeConfig, _table
 
 _P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
@@ -48,7 +49,7 @@ _Q = 0xC2B2AE3D27D4EB4F  # the long-token hash's multiplier
 _MASK = (1 << 64) - 1
 _MIX = np.uint64(0xD6E8FEB86659FD93)  # spreads the hash over the top bits the bitmap reads
 _LONG = 0xFF << 56  # top byte of a long token's value; a short token's is a UTF-8 byte or 0, never 0xFF
-_BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [_MASK], np.uint64)  # low k bytes, k = 0..8
+_P_U64, _P_INV_U64 = np.uint64(_P), np.uint64(_P_INV)
 
 Hit = tuple[int, int, int, int]  # example, length, position in the example, position in the document
 
@@ -152,8 +153,6 @@ class EvalIndex:
         self._build_filters()
         digest = hashlib.sha256(repr((self.rule_ns, normalize.model_dump(), self.examples)).encode())
         self.fingerprint = digest.hexdigest()[:16]
-        self._powers = np.ones(1, np.uint64)
-        self._inverse_powers = np.ones(1, np.uint64)
         # ASCII bytes in one `bytes.translate`: upper case lowered (when configured); punctuation (when stripped)
         # and Python's whitespace become spaces, the only byte that then breaks tokens.
         table = bytearray(range(256))
@@ -194,7 +193,6 @@ class EvalIndex:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         del state["blooms"], state["bitmaps"], state["tables"]
-        state["_powers"] = state["_inverse_powers"] = np.ones(1, np.uint64)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -205,30 +203,31 @@ class EvalIndex:
 
     def tokens(self, texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """The scan's tokens of every text (grouped by text) and the index of the text each token belongs to."""
-        buf, starts, ends, owner, _ = self._spans(texts)
+        buf, starts, ends, owner, *_ = self._spans(texts)
         return pa.array([buf[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())], pa.string()), owner
 
     def _spans(self, texts: pa.Array | Sequence[str]) -> tuple[bytes, np.ndarray, ...]:
-        """Tokens as byte spans, grouped by text: (UTF-8 bytes padded by 8 zero bytes, starts, ends, the text of
-        each token, each text's first token). `texts`: an Arrow string array (read in place) or a list of str;
-        null counts as empty."""
+        """Tokens as byte spans, grouped by text: (UTF-8 bytes, starts, ends, the text of each token, each text's
+        first token, each token's value, long-token mask). `texts`: an Arrow string array (read in place) or a
+        list of str; null counts as empty."""
         texts = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.large_string())
         texts = pc.fill_null(texts, "")
         is_ascii = pc.string_is_ascii(texts)
         if pc.all(is_ascii).as_py() is not False:
-            buf, starts, ends, owner, first = self._ascii_spans(texts)
-            return buf + bytes(8), starts, ends, owner, first
+            return self._ascii_spans(texts)
         mask = is_ascii.to_numpy(zero_copy_only=False)
         ascii_docs, other_docs = np.flatnonzero(mask), np.flatnonzero(~mask)
-        ascii_buf, a_starts, a_ends, a_owner, a_first = self._ascii_spans(texts.filter(is_ascii))
-        other = self._unicode_spans(texts.filter(pc.invert(is_ascii)).to_pylist())
+        a_buf, a_starts, a_ends, a_owner, a_first, a_values, a_long = self._ascii_spans(texts.filter(is_ascii))
+        o_buf, o_starts, o_ends, o_owner, o_first, o_values, o_long = self._unicode_spans(
+            texts.filter(pc.invert(is_ascii)).to_pylist()
+        )
         first = np.zeros(len(texts), np.int64)
-        first[ascii_docs], first[other_docs] = a_first, other[4] + len(a_starts)
-        return (ascii_buf + other[0] + bytes(8), np.r_[a_starts, other[1] + len(ascii_buf)],
-                np.r_[a_ends, other[2] + len(ascii_buf)], np.r_[ascii_docs[a_owner], other_docs[other[3]]],
-                first)  # fmt: skip
+        first[ascii_docs], first[other_docs] = a_first, o_first + len(a_starts)
+        return (a_buf + o_buf, np.r_[a_starts, o_starts + len(a_buf)], np.r_[a_ends, o_ends + len(a_buf)],
+                np.r_[ascii_docs[a_owner], other_docs[o_owner]], first, np.r_[a_values, o_values],
+                np.r_[a_long, o_long])  # fmt: skip
 
-    def _ascii_spans(self, texts: pa.Array) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    def _ascii_spans(self, texts: pa.Array) -> tuple[bytes, np.ndarray, ...]:
         """ASCII texts, as bytes from the Arrow buffers: NFKC is the identity, the rest one byte table."""
         width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
         offsets, data = texts.buffers()[1:3]
@@ -236,11 +235,9 @@ class EvalIndex:
         raw = data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes() if data is not None else b""
         bounds -= bounds[0]
         buf = raw.translate(self._ascii_table)
-        starts, ends = _token_spans(np.frombuffer(buf, np.uint8) != ord(" "), bounds)
-        first = np.searchsorted(starts, bounds[:-1])
-        return buf, starts, ends, _owners(len(starts), first), first
+        return buf, *kernels.ascii_tokens(np.frombuffer(buf, np.uint8), bounds)
 
-    def _unicode_spans(self, texts: list[str]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    def _unicode_spans(self, texts: list[str]) -> tuple[bytes, np.ndarray, ...]:
         """Other texts: Python's NFKC and `str.lower`, then code points (UTF-32) through the class tables; the
         tokens come back as consecutive UTF-8 strings."""
         cfg = self.normalize
@@ -253,7 +250,7 @@ class EvalIndex:
         np.cumsum([len(t) for t in texts], out=bounds[1:])
         breaks, own = code_point_classes(cfg.strip_punctuation, cfg.cjk_chars)
         word = ~breaks[units]
-        starts, ends = _token_spans(word, bounds, own[units])
+        starts, _ = _token_spans(word, bounds, own[units])
         kept = units[word]  # the tokens' code points, consecutive
         utf8 = np.zeros(len(kept) + 1, np.int64)  # UTF-8 offsets: 1 to 4 bytes per code point
         np.cumsum(1 + (kept >= 0x80) + (kept >= 0x800) + (kept >= 0x10000), out=utf8[1:])
@@ -261,48 +258,8 @@ class EvalIndex:
         offsets = utf8[np.r_[rank[starts], len(kept)]] if len(starts) else np.zeros(1, np.int64)
         buf = kept.tobytes().decode("utf-32-le").encode("utf-8")
         first = np.searchsorted(starts, bounds[:-1])
-        return buf, offsets[:-1], offsets[1:], _owners(len(starts), first), first
-
-    def _values(self, buf: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`token_value` of every span, vectorised (8 bytes read, unaligned, at each token start), and the
-        indexes of the long tokens (hashed values)."""
-        words = np.ndarray((len(buf) - 7,), "<u8", buffer=buf, strides=(1,))
-        lens = ends - starts
-        values = words[starts] & _BYTE_MASKS[np.minimum(lens, 8)]
-        long = lens > 8
-        if b"\0" in buf[:-8]:  # the tokens holding a NUL byte are long too
-            nul = np.flatnonzero(np.frombuffer(buf, np.uint8)[:-8] == 0)
-            token = np.searchsorted(starts, nul, side="right") - 1
-            long[token[(token >= 0) & (nul < ends[np.maximum(token, 0)])]] = True
-        long = np.flatnonzero(long)
-        if len(long):
-            values[long] = self._long_values(words, buf, starts[long], lens[long])
-        return values, long
-
-    @staticmethod
-    def _long_values(words: np.ndarray, buf: bytes, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """`token_value` of long tokens: 8-byte chunks folded into a hash (in Python past 256 bytes)."""
-        h = words[starts] & _BYTE_MASKS[np.minimum(lens, 8)]
-        for k in range(8, 256, 8):
-            more = np.flatnonzero(lens > k)
-            if not len(more):
-                break
-            chunk = words[starts[more] + k] & _BYTE_MASKS[np.minimum(lens[more] - k, 8)]
-            h[more] = h[more] * np.uint64(_Q) + chunk
-        h = (h ^ lens.astype(np.uint64)) & np.uint64(~_LONG & _MASK) | np.uint64(_LONG)
-        for j in np.flatnonzero(lens > 256).tolist():
-            h[j] = token_value(buf[starts[j] : starts[j] + lens[j]].decode())
-        return h
-
-    def _grow(self, size: int) -> None:
-        if len(self._powers) >= size:
-            return
-        size = max(size, 2 * len(self._powers))
-        with np.errstate(over="ignore"):
-            self._powers = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P, np.uint64)], dtype=np.uint64)
-            self._inverse_powers = np.cumprod(
-                np.r_[np.uint64(1), np.full(size - 1, _P_INV, np.uint64)], dtype=np.uint64
-            )
+        values, long = kernels.token_values(np.frombuffer(buf, np.uint8), offsets[:-1], offsets[1:])
+        return buf, offsets[:-1], offsets[1:], _owners(len(starts), first), first, values, long
 
     def scan(self, texts: pa.Array | Sequence[str]) -> list[list[Hit]]:
         """Per text, its hits `(example, length, example position, document position)`, in no fixed order."""
@@ -322,23 +279,14 @@ class EvalIndex:
                 found += self._match(*spans)
         return tuple(np.concatenate(found).T)
 
-    def _match(self, buf: bytes, starts, ends, owner, doc_start) -> list[np.ndarray]:
+    def _match(self, buf: bytes, starts, ends, owner, doc_start, values, long) -> list[np.ndarray]:
         """Hit columns (text, example, length, example position, token position in the text) of one batch."""
-        values, long = self._values(buf, starts, ends)
-        total = len(values)
-        self._grow(total + 1)
+        long = np.flatnonzero(long)
         found, gate_hits = [], np.zeros((0, 3), np.int64)
         with np.errstate(over="ignore"):
-            prefix = np.zeros(total + 1, np.uint64)
-            np.cumsum(values * self._powers[:total], dtype=np.uint64, out=prefix[1:])
             for m in self.exact:  # the lengths up to the gate: every window in one document, hashed
-                n = total - m + 1
-                if n <= 0:
-                    continue
-                h = (prefix[m:] - prefix[:n]) * self._inverse_powers[:n]
                 bitmap, shift = self.bitmaps[m]
-                at = np.flatnonzero(bitmap[(h * _MIX) >> np.uint64(shift)] & (owner[m - 1 :] == owner[:n]))
-                h = h[at]
+                at, h = kernels.window_candidates(values, owner, m, _P_U64, _P_INV_U64, bitmap, shift)
                 bloom = self.blooms[m]
                 maybe = np.fromiter(map(bloom.__contains__, h.tolist()), bool, count=len(at))
                 at, row = self._verify(m, at[maybe], h[maybe], values)

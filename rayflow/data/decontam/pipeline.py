@@ -1,8 +1,9 @@
 """The decontamination job on Ray Data: evaluation sets against a corpus, verdicts, evidence, a cleaned corpus.
 
     index (driver)     the evaluation sets' n-grams (`index.EvalIndex`), put in the object store once
-    read (tasks)       one task per corpus file (ProX's reader: JSONL/Parquet, bad rows -> error records)
-    scan (actors)      each actor gets the index once; per batch of documents only the hits come out
+    read + scan        actors, each getting the index once, read whole corpus files in chunks (`reading`: plain
+      (actors)         JSONL by Arrow, the rest and bad rows by ProX's reader) and scan each chunk; only the
+                       hits come out, one block per chunk
     write              each block committed atomically as data/ (+ cleaned/) and errors/ parts
     reduce (driver)    hits -> per-example verdicts under every rule (`rules.verdict`, as `check_example`),
                        the longest match and the matching documents; Min-K% beside them when configured;
@@ -39,11 +40,11 @@ from rayflow.data.decontam.evalsets import EvalSetConfig, Example, read_eval_set
 from rayflow.data.decontam.evidence import EvidenceDB
 from rayflow.data.decontam.index import EvalIndex
 from rayflow.data.decontam.minkprob import MinKConfig, MinKTask
+from rayflow.data.decontam.reading import read_chunks
 from rayflow.data.decontam.rules import RULES, NormalizeConfig, Rule, RulesConfig, tokenize, verdict
 from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.data.prox.output import DATA, ERRORS, Output, OutputMismatchError, error_table
-from rayflow.data.prox.reader import InputFile, ReadOptions, filesystem, list_inputs, read_rows
-from rayflow.data.prox.stage import READ_SCHEMA
+from rayflow.data.prox.reader import InputFile, ReadOptions, filesystem, list_inputs
 from rayflow.llm import load_tokenizer
 from rayflow.runinfo import package_versions
 from rayflow.workflow import SUMMARY_FILE, InputError, Result, Workflow, require_model
@@ -92,11 +93,12 @@ class DecontamConfig(Config):
     bloom_fpr: float = Field(1e-3, gt=0, lt=1, description="Bloom prefilter false-positive rate (exact anyway)")
     filter: FilterConfig = FilterConfig()
     scan: StageConfig = Field(
-        StageConfig(cpus_per_actor=1.0, batch_size=256), description="scan actors (each holds the index)"
+        StageConfig(cpus_per_actor=1.0),
+        description="scan actors: each holds the index and reads and scans whole corpus files (batch_size unused)",
     )
-    read_cpus: float = Field(0.25, gt=0, description="CPUs per read task")
-    rows_per_block: int = Field(256, ge=1, description="rows per read batch")
-    block_bytes: int = Field(4 << 20, ge=1 << 12, description="target block size: the unit committed")
+    write_cpus: float = Field(0.25, gt=0, description="CPUs per commit task")
+    rows_per_block: int = Field(256, ge=1, description="rows per batch of ProX's reader (compressed, Parquet, bad)")
+    block_bytes: int = Field(16 << 20, ge=1 << 12, description="corpus bytes per scanned and committed part")
     max_line_bytes: int = Field(8 << 20, ge=1, description="longer JSONL lines become error records")
     max_text_chars: int = Field(2_000_000, ge=1, description="longer documents become error records")
     min_k: MinKConfig | None = Field(None, description="Min-K% Prob on a model (model-based evidence)")
@@ -146,22 +148,22 @@ class ScanOutput(Output):
                 done[source].add(row)
         return done
 
-    def commit(self, rows: list[dict]) -> tuple[int, int]:
-        """Commit one block: cleaned part (when filtering), then the data part, then the errors part, each named
-        by its rows' keys (a retried block replaces its parts); returns (documents, error records)."""
-        good = [r for r in rows if r["error"] is None]
-        bad = [r for r in rows if r["error"] is not None]
-        if good:
+    def commit(self, block: pa.Table) -> tuple[int, int]:
+        """Commit one block (`SCAN_SCHEMA`): cleaned part (when filtering), then the data part, then the errors
+        part, each named by its rows' keys (a retried block replaces its parts); returns (documents, errors)."""
+        failed = pc.is_valid(block.column("error"))
+        good, bad = block.filter(pc.invert(failed)), block.filter(failed)
+        if len(good):
             name = _part_name(good)
-            if good[0]["fragments"] is not None:
+            fragments = good.column("fragments").combine_chunks()
+            if fragments.null_count < len(good):  # filtering: every good row has its list
                 cleaned = [{"id": r["id"], "source": r["source"], "row": r["row"], "fragment": i, "text": f}
-                           for r in good for i, f in enumerate(r["fragments"])]  # fmt: skip
+                           for r in good.select(["id", "source", "row", "fragments"]).to_pylist()
+                           for i, f in enumerate(r["fragments"])]  # fmt: skip
                 self._put(CLEANED, name, pa.Table.from_pylist(cleaned, schema=CLEANED_SCHEMA))
-            data = pa.Table.from_pylist([{k: r[k] for k in DATA_COLUMNS} for r in good],
-                                        schema=pa.schema([SCAN_SCHEMA.field(k) for k in DATA_COLUMNS]))  # fmt: skip
-            self._put(DATA, name, data)
-        if bad:
-            self._put(ERRORS, _part_name(bad), error_table(bad))
+            self._put(DATA, name, good.select(list(DATA_COLUMNS)))
+        if len(bad):
+            self._put(ERRORS, _part_name(bad), error_table(bad.to_pylist()))
         return len(good), len(bad)
 
     def _put(self, kind: str, name: str, table: pa.Table) -> None:
@@ -171,35 +173,37 @@ class ScanOutput(Output):
         self.fs.move(tmp, self.path(kind, name))
 
 
-def _part_name(rows: list[dict]) -> str:
-    keys = sorted(f"{r['source']}\x00{r['row']}" for r in rows)
+def _part_name(rows: pa.Table) -> str:
+    keys = sorted(f"{s}\x00{r}" for s, r in zip(rows.column("source").to_pylist(), rows.column("row").to_pylist()))
     return f"part-{hashlib.sha1(chr(10).join(keys).encode()).hexdigest()[:20]}.parquet"
 
 
-def _read_file(batch: pa.Table, fs, options: ReadOptions):
-    """Ray Data UDF: one corpus file per call, yielding row batches (READ_SCHEMA)."""
-    for item in batch.to_pylist():
-        file = InputFile(item["path"], item["source"], item["format"])
-        for rows in read_rows(fs, file, options, frozenset(item["skip"])):
-            yield pa.Table.from_pylist(rows, schema=READ_SCHEMA)
-
-
 class Scanner:
-    """Ray Data actor: the index (fetched once from the object store) over batches of documents; only the hits
-    (and, when filtering, the kept fragments) come out. Error records pass through."""
+    """Ray Data actor: reads whole corpus files (`reading.read_chunks`) and scans each chunk with the index
+    (fetched once from the object store); per chunk one block comes out: a row per document with its hits
+    (and, when filtering, its kept fragments), ProX's error records as they were read. The text itself never
+    crosses the object store."""
 
-    def __init__(self, index_ref: list, filter_cfg: FilterConfig, gpt3_n: int):
+    def __init__(self, index_ref: list, filter_cfg: FilterConfig, gpt3_n: int, fs, options: ReadOptions,
+                 chunk_bytes: int):  # fmt: skip
         self.index: EvalIndex = ray.get(index_ref[0])
-        self.filter = filter_cfg
-        self.gpt3_n = gpt3_n
+        self.filter, self.gpt3_n = filter_cfg, gpt3_n
+        self.fs, self.options, self.chunk_bytes = fs, options, chunk_bytes
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table):
+        for item in batch.to_pylist():
+            file = InputFile(item["path"], item["source"], item["format"])
+            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes):
+                yield self.scan(rows)
+
+    def scan(self, batch: pa.Table) -> pa.Table:
+        """One chunk (`reading.ROWS_SCHEMA`) -> `SCAN_SCHEMA`: hits as Arrow list columns straight from the
+        index's arrays; `scan_s` is the chunk's CPU seconds shared equally by its documents."""
         started = time.process_time()
         text = batch.column("text").combine_chunks()
         good = pc.is_null(batch.column("error")).combine_chunks()
         rows = np.flatnonzero(good.to_numpy(zero_copy_only=False))
-        # Hits as Arrow columns straight from the index's arrays: one list of structs per document.
-        doc, example, length, pos, doc_pos = self.index.scan_arrays(text.filter(good))
+        doc, example, length, pos, doc_pos = self.index.scan_arrays(text.filter(good) if len(rows) < len(text) else text)
         order = np.argsort(doc, kind="stable")
         doc = rows[doc[order]]
         offsets = np.zeros(len(text) + 1, np.int32)
@@ -231,9 +235,9 @@ class _ScanSink(Datasink):
         output = ScanOutput(self.output_uri)
         good = bad = 0
         for block in blocks:
-            rows = block.to_pylist() if isinstance(block, pa.Table) else block.to_dict("records")
-            if rows:
-                g, b = output.commit(rows)
+            block = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, schema=SCAN_SCHEMA)
+            if len(block):
+                g, b = output.commit(block)
                 good, bad = good + g, bad + b
         return good, bad
 
@@ -326,21 +330,17 @@ def _scan(cfg: DecontamConfig, output: ScanOutput, index: EvalIndex) -> dict[str
         for f in files
     ]
     options = ReadOptions(cfg.text_field, cfg.id_field, cfg.max_line_bytes, cfg.max_text_chars, cfg.rows_per_block)
-    context = ray.data.DataContext.get_current()
-    default_block_bytes, context.target_max_block_size = context.target_max_block_size, cfg.block_bytes
-    try:
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-    finally:
-        context.target_max_block_size = default_block_bytes
-    ds = ds.map_batches(_read_file, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"fs": fs, "options": options}, num_cpus=cfg.read_cpus)  # fmt: skip
+    # Largest files first, one per actor call: the pool stays busy until the end.
+    sizes = {info.path: info.size or 0 for info in fs.get_file_info([item["path"] for item in items])}
+    items.sort(key=lambda item: -sizes[item["path"]])
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
     index_ref = ray.put(index)  # the broadcast: each scan actor fetches it once
     ds = ds.map_batches(
         Scanner,
-        fn_constructor_args=([index_ref], cfg.filter, cfg.rules.gpt3_n),
-        **{**cfg.scan.map_args(), "num_gpus": None},
+        fn_constructor_args=([index_ref], cfg.filter, cfg.rules.gpt3_n, fs, options, cfg.block_bytes),
+        **{**cfg.scan.map_args(), "batch_size": 1, "num_gpus": None},
     )
-    ds.write_datasink(_ScanSink(cfg.output_dir), ray_remote_args={"num_cpus": cfg.read_cpus})
+    ds.write_datasink(_ScanSink(cfg.output_dir), ray_remote_args={"num_cpus": cfg.write_cpus})
     wall = time.perf_counter() - started
     return {"resumed_from": resumed, "wall_s": round(wall, 3)}
 

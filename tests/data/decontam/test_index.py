@@ -4,9 +4,12 @@ Arrow tokenisation of ASCII documents equals `tokenize`; GPT-3's corpus filter (
 import pickle
 import random
 
-from rayflow.data.decontam import NormalizeConfig, tokenize
+import numpy as np
+
+from rayflow.data.decontam import RULES, NormalizeConfig, check_example, kernels, tokenize
 from rayflow.data.decontam.clean import FilterConfig, clean_document, token_spans
 from rayflow.data.decontam.index import EvalIndex, ngram_hash, token_value
+from rayflow.data.decontam.rules import DEFAULT_RULES, verdict
 
 NORM = NormalizeConfig()
 VOCAB = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "東", "京", "Ｘｙ"]
@@ -68,10 +71,13 @@ def test_token_values_are_exact_for_short_tokens_and_long_ones_are_checked_as_by
     tokens = tokenize(" ".join(words))
     index = EvalIndex([tokens], [1], NORM)
     ascii_text = "ASCII only: " + " ".join(tokens[:4])
-    buf, starts, ends, owner, _ = index._spans([" ".join(tokens), ascii_text])
+    buf, starts, ends, owner, _, values, long = index._spans([" ".join(tokens), ascii_text])
     assert owner.tolist() == [1] * 6 + [0] * len(tokens)  # grouped: ASCII texts first
     tokens = tokenize(ascii_text) + tokens
-    assert index._values(buf, starts, ends)[0].tolist() == [token_value(t) for t in tokens]
+    assert values.tolist() == [token_value(t) for t in tokens]
+    again = kernels.token_values(np.frombuffer(buf, np.uint8), starts, ends)  # the Unicode path's kernel
+    assert again[0].tolist() == values.tolist() and again[1].tolist() == long.tolist()
+    assert long.tolist() == [token_value(t) >> 56 == 0xFF for t in tokens]
     assert len({token_value(t) for t in tokens}) == len(set(tokens))
     assert token_value("ab") == int.from_bytes(b"ab", "little")  # its bytes: equal values, equal tokens
     assert token_value("n\0") >> 56 == token_value("abcdefghi") >> 56 == 0xFF  # hashed: bytes re-checked
@@ -120,3 +126,32 @@ def test_gpt3_filter_cuts_around_hits_and_drops_heavily_hit_documents():
     assert clean_document(text, [0, 2, 4], 2, cfg, NORM) == []  # more than max_hits
     assert clean_document(text, [0], 2, FilterConfig(window_chars=0, min_fragment_chars=100), NORM) == []
     assert token_spans("Ｈｉ, 東京!", NORM) == [(0, 2), (4, 5), (5, 6)]
+
+
+def test_scan_verdicts_equal_check_example_on_edge_cases_even_when_every_window_is_a_candidate():
+    """Short documents and examples, Unicode (full-width, CJK, accents, NUL, long tokens), copies planted at the
+    very start and end of documents and split across two; with every window let through both filters (as if
+    every hash collided), exact confirmation alone decides, and verdicts still equal the plain scan's."""
+    rnd = random.Random(11)
+    words = ["ａｌｐｈａ", "Beta", "東京", "naïve", "x" * 12, "ß", "n\0", "ǅ", "omega", "k"]
+    examples = [" ".join(rnd.choice(words) for _ in range(n)) for n in (0, 1, 5, 8, 9, 12, 13, 14, 30)]
+    docs = ["", "omega", " ".join(examples[4].split()[:3])]
+    for text in examples[1:]:
+        toks = text.split()
+        docs += [text.upper() + " tail", "head, " + text, " ".join(toks[: len(toks) // 2])]
+        docs.append(" ".join(toks[len(toks) // 2 :]) + " " + rnd.choice(words))  # the other half, next document
+    index = pickle.loads(pickle.dumps(EvalIndex([tokenize(e) for e in examples], [13, 8, 10], NORM, 0.9)))
+    for m, (bitmap, shift) in index.bitmaps.items():
+        index.bitmaps[m] = (np.ones_like(bitmap), shift)
+    found: list[dict[int, set[int]]] = [{} for _ in examples]
+    for hits in [*index.scan(docs[:7]), *index.scan(docs[7:])]:  # two batches: documents never span them
+        for ex, m, pos, _ in hits:
+            found[ex].setdefault(m, set()).add(pos)
+    for ex, text in enumerate(examples):
+        n_tokens = len(tokenize(text))
+        for rule in RULES:
+            n = DEFAULT_RULES.n(rule)
+            got = verdict(rule, n_tokens, found[ex].get(n, ()), 0 in found[ex].get(n_tokens, ()))
+            want = check_example(text, docs, rule)
+            assert (got.score, got.dirty, got.bucket) == (want.score, want.dirty, want.bucket), (ex, rule)
+    assert sum(check_example(e, docs).dirty for e in examples) >= 6  # the planted copies are there to find

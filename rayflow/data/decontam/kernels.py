@@ -1,0 +1,131 @@
+"""The scan's inner loops, compiled with numba: one pass each over a batch's bytes, tokens and windows.
+
+numpy needs a pass (and a temporary array) per step: byte runs, run starts, document cuts, token values, prefix
+sums, one hash per window and length, a bitmap gather. Each loop here does its step in one pass with nothing
+in between, which is what takes the scan from ~110 to several hundred MB per CPU-second. They compute exactly
+what `index.token_value` and `index.ngram_hash` define; `tests/data/decontam/test_index.py` compares them.
+
+Compiled on first use and cached beside this file (`cache=True`), so a scan actor loads them in milliseconds.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+SPACE = 32  # the one break byte after the ASCII path's `bytes.translate`
+_Q = np.uint64(0xC2B2AE3D27D4EB4F)  # index._Q: the long-token hash's multiplier
+_LONG = np.uint64(0xFF << 56)  # index._LONG: top byte of a long token's value
+_LOW56 = np.uint64((1 << 56) - 1)
+_MIX = np.uint64(0xD6E8FEB86659FD93)  # index._MIX: spreads the hash over the top bits the bitmap reads
+
+
+@numba.njit(cache=True, nogil=True)
+def ascii_tokens(buf: np.ndarray, bounds: np.ndarray):
+    """Tokens of translated ASCII documents (maximal runs of non-space bytes inside one document) and their
+    values, in one pass over the bytes.
+
+    `buf`: uint8, documents back to back; `bounds`: int64 document offsets (len = documents + 1). Returns
+    int64 `starts`, `ends` (exclusive), `owner` (each token's document), `first` (each document's first token
+    index; the next document's when it has none), and `token_values`'s uint64 values and long mask."""
+    count = 0
+    for d in range(len(bounds) - 1):
+        prev = SPACE
+        for i in range(bounds[d], bounds[d + 1]):
+            count += (buf[i] != SPACE) & (prev == SPACE)
+            prev = buf[i]
+    starts = np.empty(count, np.int64)
+    ends = np.empty(count, np.int64)
+    owner = np.empty(count, np.int64)
+    first = np.empty(len(bounds) - 1, np.int64)
+    values = np.empty(count, np.uint64)
+    long = np.zeros(count, np.bool_)
+    k = 0
+    for d in range(len(bounds) - 1):
+        first[d] = k
+        i, end = bounds[d], bounds[d + 1]
+        while i < end:
+            if buf[i] == SPACE:
+                i += 1
+                continue
+            s = i
+            v = np.uint64(0)
+            nul = False
+            while i < end and buf[i] != SPACE:
+                if i - s < 8:
+                    v |= np.uint64(buf[i]) << np.uint64(8 * (i - s))
+                    nul |= buf[i] == 0
+                i += 1
+            starts[k], ends[k], owner[k] = s, i, d
+            if i - s <= 8 and not nul:
+                values[k] = v
+            else:
+                values[k] = _long_value(buf, s, i)
+                long[k] = True
+            k += 1
+    return starts, ends, owner, first, values, long
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _long_value(buf: np.ndarray, s: int, e: int) -> np.uint64:
+    """`index.token_value` of a long token `buf[s:e]`: its 8-byte chunks folded into a hash, top byte 0xFF."""
+    h = np.uint64(0)
+    for c in range(s, e, 8):
+        chunk = np.uint64(0)
+        for j in range(min(e - c, 8)):
+            chunk |= np.uint64(buf[c + j]) << np.uint64(8 * j)
+        h = h * _Q + chunk
+    return ((h ^ np.uint64(e - s)) & _LOW56) | _LONG
+
+
+@numba.njit(cache=True, nogil=True)
+def token_values(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """`index.token_value` of every span `buf[starts[k]:ends[k]]` (UTF-8 bytes): the bytes little-endian when
+    at most 8 and no NUL, else the long hash (top byte 0xFF). Returns the uint64 values and a bool mask of the
+    long (hashed) tokens."""
+    values = np.empty(len(starts), np.uint64)
+    long = np.zeros(len(starts), np.bool_)
+    for k in range(len(starts)):
+        s, e = starts[k], ends[k]
+        v = np.uint64(0)
+        nul = False
+        for j in range(min(e - s, 8)):
+            b = buf[s + j]
+            nul |= b == 0
+            v |= np.uint64(b) << np.uint64(8 * j)
+        if e - s <= 8 and not nul:
+            values[k] = v
+        else:
+            values[k] = _long_value(buf, s, e)
+            long[k] = True
+    return values, long
+
+
+@numba.njit(cache=True, nogil=True)
+def window_candidates(
+    values: np.ndarray, owner: np.ndarray, m: int, p: np.uint64, p_inv: np.uint64, bitmap: np.ndarray, shift: int
+):
+    """Start positions and hashes of the m-token windows inside one document whose `index.ngram_hash` falls in
+    a set bucket of `bitmap` (bucket = (hash * MIX) >> shift). The hash rolls: h(s + 1) = (h(s) - v[s]) * p_inv
+    + v[s + m] * p**(m - 1), exact modulo 2**64 because p is odd."""
+    n = len(values) - m + 1
+    at = np.empty(max(n, 0), np.int64)
+    hashes = np.empty(max(n, 0), np.uint64)
+    if n <= 0:
+        return at, hashes
+    top = np.uint64(1)
+    h = np.uint64(0)
+    for i in range(m):
+        h += values[i] * top
+        if i < m - 1:
+            top *= p
+    found = 0
+    sh = np.uint64(shift)
+    for s in range(n):
+        if s:
+            h = (h - values[s - 1]) * p_inv + values[s + m - 1] * top
+        if owner[s] == owner[s + m - 1] and bitmap[(h * _MIX) >> sh]:
+            at[found] = s
+            hashes[found] = h
+            found += 1
+    return at[:found], hashes[:found]

@@ -1,0 +1,166 @@
+"""Reading the corpus for the scan: plain JSONL in large Arrow chunks, everything else through ProX's reader.
+
+ProX's reader (`rayflow.data.prox.reader.read_rows`) defines what a row is: `(source, row)` keys, the 0-based
+line index (blank lines are not rows), and an error record for each bad line. It goes line by line in Python
+(`json.loads`, one dict per row), which costs several times what the scan itself does. For an uncompressed
+JSONL file this module reads `chunk_bytes` of whole lines at a time and parses them with Arrow's JSON reader
+(only the text and id fields), and keeps a chunk only when it can tell that ProX would read every one of its
+lines the same way: valid UTF-8, one JSON object per non-blank line, no line over `max_line_bytes`, a string id
+(or an integer one, written as `str` writes it, or none), and a text that is a non-blank string of at most
+`max_text_chars` characters. Arrow refuses lone surrogates and repeated keys, so those chunks fall back too. On
+the first chunk it cannot vouch for, the rest of the file goes through ProX's reader, from that chunk's first
+row, so every row is read exactly as ProX reads it. Compressed JSONL and Parquet always go through ProX.
+
+Plain Python and pyarrow; no Ray.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+from collections.abc import Container, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.json as pj
+
+from rayflow.data.prox.reader import InputFile, ReadOptions, read_rows
+
+ROWS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("error", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+# One pass marks what json.loads refuses and Arrow reads: integers of over 4300 digits (a run of 4301 digits,
+# `0` here) and nesting deeper than Python's recursion limit (brackets, `{` here).
+_MARKS = bytes(48 if 48 <= c <= 57 else 123 if c in b"{[" else 32 for c in range(256))
+_TOO_LONG_INT = b"0" * 4301
+_DEPTH = 500  # fewer brackets than this on a line cannot nest deeper than json.loads goes
+
+
+class _Skip(Container[int]):
+    """Rows ProX's reader skips on fallback: those before the chunk it takes over from, and those already done."""
+
+    def __init__(self, before: int, done: Container[int]):
+        self.before, self.done = before, done
+
+    def __contains__(self, row: object) -> bool:
+        return row < self.before or row in self.done  # type: ignore[operator]
+
+
+def read_chunks(
+    fs: pafs.FileSystem, file: InputFile, options: ReadOptions, skip: Container[int], chunk_bytes: int
+) -> Iterator[pa.Table]:
+    """The file's rows not in `skip`, as `ROWS_SCHEMA` tables of about `chunk_bytes` of input each; bad rows are
+    ProX's error records (`error` set, `text` empty)."""
+    fast = file.format == "jsonl" and not file.path.endswith((".gz", ".zst", ".bz2"))
+    start_row = 0
+    if fast:
+        for first_row, chunk in _line_chunks(fs, file.path, chunk_bytes):
+            table = _parse(chunk, first_row, file, options)
+            if table is None:
+                start_row = first_row
+                break
+            if len(skip_rows := [r for r in table.column("row").to_pylist() if r in skip]):
+                table = table.filter(pc.invert(pc.is_in(table.column("row"), pa.array(skip_rows, pa.int64()))))
+            if len(table):
+                yield table
+        else:
+            return
+    yield from _prox_chunks(fs, file, options, _Skip(start_row, skip), chunk_bytes)
+
+
+def _prox_chunks(fs, file: InputFile, options: ReadOptions, skip: Container[int], chunk_bytes: int):
+    """ProX's row batches, gathered into tables of about `chunk_bytes` of text."""
+    rows, size = [], 0
+    for batch in read_rows(fs, file, options, skip):  # type: ignore[arg-type]
+        for row in batch:
+            rows.append({k: row[k] for k in ROWS_SCHEMA.names})
+            size += len(row["text"]) + 16
+        if size >= chunk_bytes:
+            yield pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
+            rows, size = [], 0
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
+
+
+def _line_chunks(fs: pafs.FileSystem, path: str, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """`(index of the first line, bytes)` of runs of whole lines, about `chunk_bytes` each (a line longer than
+    that is a chunk of its own)."""
+    row, pending = 0, b""
+    with fs.open_input_stream(path, compression=None) as f:
+        while True:
+            block = f.read(chunk_bytes)
+            data = pending + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            if cut:
+                yield row, data[:cut]
+                row += data.count(b"\n", 0, cut)
+            pending = data[cut:]
+            if not block:
+                return
+
+
+def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> pa.Table | None:
+    """The chunk's rows read by Arrow, or None when ProX might read any line of it differently."""
+    if first_row == 0 and chunk.startswith(codecs.BOM_UTF8):
+        chunk = b" " * len(codecs.BOM_UTF8) + chunk[len(codecs.BOM_UTF8) :]  # ProX drops it; a space keeps offsets
+    if not chunk.isascii():
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    lines = chunk.split(b"\n")
+    if chunk.endswith(b"\n"):
+        lines.pop()
+    marks = chunk.translate(_MARKS)
+    if max(map(len, lines), default=0) > options.max_line_bytes or _TOO_LONG_INT in marks:
+        return None
+    rows = np.array([i for i, line in enumerate(lines) if line and not line.isspace()], np.int64)
+    if not len(rows):
+        return ROWS_SCHEMA.empty_table()
+    if len(rows) < len(lines):  # Arrow skips blank lines itself; dropping them lets the count check each line
+        chunk = b"\n".join(lines[i] for i in rows.tolist())
+    table = None
+    for id_type in (pa.string(), pa.int64()):
+        try:
+            table = pj.read_json(
+                io.BytesIO(chunk),
+                read_options=pj.ReadOptions(use_threads=False, block_size=len(chunk) + 1),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=pa.schema([(options.text_field, pa.string()), (options.id_field, id_type)]),
+                    unexpected_field_behavior="ignore",
+                ),
+            )
+            break
+        except pa.ArrowInvalid:
+            continue
+    if table is None or len(table) != len(rows):
+        return None
+    # Each row holds at least one `{`: when the chunk has fewer than _DEPTH more, no line can nest that deep.
+    if marks.count(b"{") - len(rows) + 1 >= _DEPTH and any(
+        line.count(b"{") + line.count(b"[") >= _DEPTH for line in lines
+    ):  # json.loads could reach its recursion limit on that line
+        return None
+    text = table.column(options.text_field).combine_chunks()
+    if text.null_count or pc.max(pc.utf8_length(text)).as_py() > options.max_text_chars:
+        return None
+    if any(not t or t.isspace() for t in text.to_pylist()):  # ProX: `not text.strip()` is a no_text error
+        return None
+    row = pa.array(rows + first_row, pa.int64())
+    ids = table.column(options.id_field).cast(pa.string())
+    if ids.null_count:
+        default = pc.binary_join_element_wise(file.source, row.cast(pa.string()), ":")
+        ids = pc.coalesce(ids, default)
+    n = len(rows)
+    # pa.array(list of str, pa.string()) converts at a few MB/s; constant columns are built without it.
+    source, empty = pa.repeat(pa.scalar(file.source, pa.string()), n), pa.repeat(pa.scalar("", pa.string()), n)
+    return pa.table([ids, text, source, row, pa.nulls(n, pa.string()), empty, empty], schema=ROWS_SCHEMA)
