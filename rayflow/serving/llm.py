@@ -9,9 +9,11 @@ ones, `tiny:<size>`), on any backend, batched with `@serve.batch`; and its OpenA
 ingress composes it: `await handle.complete.remote(prompt, params)` returns a `Completed`,
 `from_deployment(handle)` turns the handle into the judges' `Generate` function (one `generate_many` call
 per batch of prompts), and `stream_from_deployment(handle)` into a `Stream` of the engine's deltas
-(`LLMServer.stream`: real token streaming, each delta sent as the engine writes it). Concurrent prompts, across calls and callers, are regrouped into batches of up to
-`max_batch_size` prompts (waiting at most `batch_wait_timeout_s` for a batch to fill); each batch is one `engine.generate` call per distinct sampling setting, run on one engine
-thread so the replica keeps accepting requests meanwhile.
+(`LLMServer.stream`: real token streaming, each delta sent as the engine writes it). Concurrent prompts,
+across calls and callers, are regrouped into batches of up to `max_batch_size` prompts (waiting at most
+`batch_wait_timeout_s` for a batch to fill); each batch is one `engine.generate` call per distinct sampling
+setting, run on one engine thread so the replica keeps accepting requests meanwhile. A stream holds that
+thread from its first token to its last: batches wait for it, and streams run one after another.
 
 Faults stay with their request: a prompt the engine refuses is that request's 400; should an engine call
 raise, its prompts are retried one at a time so only the request that causes it fails (a 500 on the

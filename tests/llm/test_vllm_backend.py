@@ -148,3 +148,25 @@ def test_penalties_and_min_tokens_match_hf(engines):
     assert [g.token_ids for g in vllm.generate(PROMPTS, hot)] == [
         g.token_ids for g in hf.generate(PROMPTS, plain.model_copy(update={"max_tokens": 12}))
     ]
+
+
+def test_stream_equals_greedy_generate_and_stops_like_it(engines):
+    vllm, _ = engines
+    params = SamplingParams(max_tokens=16, logprobs=1)
+    for prompt in PROMPTS[:2]:
+        [whole] = vllm.generate([prompt], params)
+        deltas = list(vllm.stream(prompt, params))
+        assert len(deltas) > 1 and "".join(d.text for d in deltas) == whole.text
+        assert [t for d in deltas for t in d.token_ids] == whole.token_ids
+        assert [t.logprob for d in deltas for t in d.logprobs] == pytest.approx(
+            [t.logprob for t in whole.logprobs], abs=1e-6
+        )
+        assert deltas[-1].finish_reason == whole.finish_reason and deltas[-1].prompt_tokens == whole.prompt_tokens
+    stop = SamplingParams(max_tokens=20, stop=(whole.text.strip()[1:3],))
+    assert "".join(d.text for d in vllm.stream(PROMPTS[1], stop)) == vllm.generate([PROMPTS[1]], stop)[0].text
+    # Closing a stream early aborts its request: the engine serves the next call as before.
+    opened = vllm.stream(PROMPTS[1], params)
+    next(opened)
+    opened.close()
+    assert vllm.generate([PROMPTS[1]], params)[0].text == whole.text
+    assert isinstance(next(vllm.stream("", params)), PromptRejected)
