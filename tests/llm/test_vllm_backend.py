@@ -161,7 +161,10 @@ def test_stream_equals_greedy_generate_and_stops_like_it(engines):
         assert [t.logprob for d in deltas for t in d.logprobs] == pytest.approx(
             [t.logprob for t in whole.logprobs], abs=1e-6
         )
-        assert deltas[-1].finish_reason == whole.finish_reason and deltas[-1].prompt_tokens == whole.prompt_tokens
+        assert (
+            deltas[-1].finish_reason == whole.finish_reason
+            and deltas[-1].prompt_tokens == whole.prompt_tokens
+        )
     stop = SamplingParams(max_tokens=20, stop=(whole.text.strip()[1:3],))
     assert "".join(d.text for d in vllm.stream(PROMPTS[1], stop)) == vllm.generate([PROMPTS[1]], stop)[0].text
     # Closing a stream early aborts its request: the engine serves the next call as before.

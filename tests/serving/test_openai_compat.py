@@ -159,7 +159,13 @@ def test_streams_carry_the_engines_deltas_usage_last_and_refusals_before_them(cl
     assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
     # Several prompts with echo: each choice's stream, in order, then the usage of them all.
-    request = {"model": "tiny", "prompt": ["Once upon", "The sky"], "max_tokens": 5, "temperature": 0, "echo": True}
+    request = {
+        "model": "tiny",
+        "prompt": ["Once upon", "The sky"],
+        "max_tokens": 5,
+        "temperature": 0,
+        "echo": True,
+    }
     done = client.completions.create(**request)
     many = list(client.completions.create(**request, stream=True, stream_options={"include_usage": True}))
     texts = ["", ""]
