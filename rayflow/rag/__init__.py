@@ -5,6 +5,9 @@
     result = await answer("How do hybrid retrievers fuse rankings?", from_engine(engine), searcher,
                           AssistantConfig())
     result.response, result.citations, result.trace       # "... [1].", [Citation(n=1, ...)], [TraceStep, ...]
+    # `writer` hears the answer piece by piece as the model writes it (rayflow.llm.stream_from_engine):
+    await answer("...", from_engine(engine), searcher, AssistantConfig(), writer=print,
+                 stream=stream_from_engine(engine))
 
 Modules: `flow` (the steps and `answer`), `prompts` (versioned prompts and their parsers), `metadata` (field
 and year filters from the question), `citations` (per-sentence BM25 citations), `trace`, `searcher` (the
