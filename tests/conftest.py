@@ -26,6 +26,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 # Train V2's controller polls its workers every 2 s, so each fit ends up to 2 s after its workers do; tests run
 # many short fits.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# ... and starts a preemption-watcher actor (one more process) with every worker group, which watches for cloud
+# nodes being reclaimed: none are here, and on 2 cores the extra process start slows every Train start.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 

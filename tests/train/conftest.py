@@ -86,3 +86,23 @@ def pref_data(tmp_path_factory) -> dict[str, Path]:
         "eval": write_jsonl(d / "eval.jsonl", rows[96:]),
         "sft": write_jsonl(d / "sft.jsonl", sft),
     }
+
+
+def wait_for_registered_checkpoint(run_dir: str, step: int, limit_s: float = 60) -> None:
+    """Block until Ray Train has registered the checkpoint reported at `step` of the run in `run_dir`
+    (`<storage_path>/<name>`), so a worker that dies right after resumes from it. Ray registers a reported
+    checkpoint at its controller's next poll of the workers; polling its snapshot beats sleeping a guessed time.
+    Called on a Train worker: the test modules ship this module by value (cloudpickle)."""
+    import time
+
+    snapshot = Path(run_dir) / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
+            if latest and latest["metrics"]["step"] >= step:
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            pass  # not written yet, or caught mid-write
+        time.sleep(0.1)
+    raise TimeoutError(f"no checkpoint of step {step} registered in {snapshot} within {limit_s} s")

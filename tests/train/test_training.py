@@ -5,7 +5,6 @@ and the HF export, the job shells' input checks."""
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
@@ -25,9 +24,12 @@ from rayflow.train.preference import PreferenceConfig, run
 from rayflow.train.preference_data import load_splits
 from rayflow.train.sft import SFTConfig, SFTTask
 from tests.conftest import REPO
+from tests.train import conftest as train_conftest
+from tests.train.conftest import wait_for_registered_checkpoint
 
-# The crash-injecting task below lives in this test module: ship it to the workers by value.
+# The crash-injecting task below lives in this test module: ship it (and its helper) to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(train_conftest)
 
 
 def preference_config(name: str, tmp_path: Path, pref_data, *overrides: str) -> PreferenceConfig:
@@ -106,12 +108,12 @@ def check_dpo_learned(cfg: PreferenceConfig, result) -> None:
 
 
 class CrashOnce(SFTTask):
-    """Rank 1 dies (os._exit) at its 5th training micro-batch (step 5) of the first attempt; every rank logs the
-    first row of each training micro-batch it runs."""
+    """Rank 1 dies (os._exit) at its 5th training micro-batch (step 5) of the first attempt, once Ray holds the
+    step-4 checkpoint of the run in `run_dir`; every rank logs the first row of each training micro-batch it runs."""
 
-    def __init__(self, *args, marker: str, log: str, **kwargs):
+    def __init__(self, *args, marker: str, log: str, run_dir: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.marker, self.log, self.calls = marker, log, 0
+        self.marker, self.log, self.run_dir, self.calls = marker, log, run_dir, 0
 
     def compute_loss(self, model, batch):
         if model.module.training:  # the DeepSpeed engine's own flag never changes; its module's does
@@ -121,9 +123,8 @@ class CrashOnce(SFTTask):
             self.calls += 1
             if rank == 1 and self.calls == 5 and not os.path.exists(self.marker):
                 Path(self.marker).touch()
-                # Ray registers a reported checkpoint at its next health check (every 2 s): die after that, so the
-                # step-4 checkpoint is the one to resume from (a crash within 2 s resumes from the one before).
-                time.sleep(5)
+                # Die once Ray has registered the step-4 checkpoint, so that is the one to resume from.
+                wait_for_registered_checkpoint(self.run_dir, 4)
                 os._exit(1)
             with open(self.log, "a") as fh:
                 fh.write(json.dumps({"rank": rank, "ids": batch["input_ids"][0].tolist()}) + "\n")
@@ -154,8 +155,9 @@ def test_killed_worker_resumes_from_checkpoint_zero3_with_export(
     eval_rows = [{"prompt_ids": e.prompt_ids, "response_ids": e.chosen_ids} for e in held]
     log = tmp_path / "batches.jsonl"
     task = CrashOnce(
-        str(tiny_model), tok.pad_token_id, rows, eval_rows, marker=str(tmp_path / "crashed"), log=str(log)
-    )
+        str(tiny_model), tok.pad_token_id, rows, eval_rows,
+        marker=str(tmp_path / "crashed"), log=str(log), run_dir=str(tmp_path / "ray" / "crash"),
+    )  # fmt: skip
     result = fit(task, cfg.train, storage_path=tmp_path / "ray", name="crash", export_dir=tmp_path / "model")
 
     assert (tmp_path / "crashed").exists()  # the crash really happened

@@ -18,7 +18,8 @@ from tests.conftest import REPO
 
 # A stalled sweep fails the test instead of hanging it.
 POLL_LIMIT_S = 480
-# The job starts its own local Ray cluster (all cores, 2 in CI), never one a `ray start` left behind.
+# The interrupted run starts its own local Ray cluster (all cores, 2 in CI), never one a `ray start` left behind,
+# so the kill takes the whole cluster with it.
 ENV = {**os.environ, "RAY_ADDRESS": "local"}
 STEPS, EVERY = 8, 2  # optimizer steps per trial; a report and a checkpoint every EVERY steps
 
@@ -64,7 +65,7 @@ def reports(trial_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_restores_and_reports(tmp_path):
+def test_interrupted_sweep_restores_and_reports(ray_session, tmp_path):
     out, cache, log = tmp_path / "sweep", tmp_path / "logps", tmp_path / "first-run.log"
     # Trials run in grid order, one at a time: β = 0.02, then β = 0.1 (checkpoints every EVERY steps).
     with open(log, "w") as fh:
@@ -102,9 +103,11 @@ def test_interrupted_sweep_restores_and_reports(tmp_path):
     before = (len(reports(finished)), exported.stat().st_mtime_ns)
     assert "sweep done" not in log.read_text()
 
+    # The rerun joins the tests' Ray session, as a resubmitted job joins its cluster (one Ray start less).
+    rejoin = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     second = subprocess.run(
-        job(out, cache), check=False, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=POLL_LIMIT_S
-    )
+        job(out, cache), check=False, cwd=REPO, env=rejoin, capture_output=True, text=True, timeout=POLL_LIMIT_S
+    )  # fmt: skip
     logs = second.stdout + second.stderr
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "restoring the sweep" in logs

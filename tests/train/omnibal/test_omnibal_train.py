@@ -1,5 +1,5 @@
 """OmniBal training for real through the one driver: a 2-stage x 2-replica pipeline killed and resumed, the
-data-parallel ZeRO workflow end to end, step-count checks.
+data-parallel ZeRO workflow end to end (the rank-count check itself: tests/train/test_rank_checks.py).
 
 Heavy (Ray + DeepSpeed): run under the shared lock, e.g.
 `flock /tmp/rayflow-heavy.lock .venv/bin/python -m pytest tests/train/omnibal -q -p no:cacheprovider`.
@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import cloudpickle
 import pytest
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from rayflow.config import load_config
-from rayflow.train.loop import PipelineStrategy, check_equal_across_ranks, fit
+from rayflow.train.loop import PipelineStrategy, fit
 from rayflow.train.omnibal.train import (
     OmniBalTask,
     TrainVLMConfig,
@@ -28,47 +25,23 @@ from rayflow.train.omnibal.train import (
     plan_run,
     run,
 )
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.train import conftest as train_conftest
+from tests.train.conftest import wait_for_registered_checkpoint
 
-# The crash-injecting task below lives in this test module: ship it to the workers by value.
+# The crash-injecting task below lives in this test module: ship it (and its helper) to the workers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-CASES = ([7, 7], [7, 6])  # per-rank micro-batch counts: equal, then one short
-
-
-def _count_worker(rank: int, port: int, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        for case, counts in enumerate(CASES):
-            try:
-                check_equal_across_ranks(counts[rank], "the number of micro-batches in epoch 0")
-                results.put((case, rank, "ok"))
-            except RuntimeError as err:
-                results.put((case, rank, str(err)))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_batch_count_all_reduce_catches_a_mismatch_on_every_rank():
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    mp.start_processes(_count_worker, args=(free_port(), results), nprocs=2, start_method="spawn")
-    out = {(case, rank): msg for case, rank, msg in (results.get(timeout=30) for _ in range(4))}
-    assert out[0, 0] == out[0, 1] == "ok"
-    for rank in (0, 1):
-        msg = out[1, rank]
-        assert "ranks disagree on the number of micro-batches" in msg and "between 6 and 7" in msg
+cloudpickle.register_pickle_by_value(train_conftest)
 
 
 class CrashOnce(OmniBalTask):
     """The last rank (stage 1 of replica 1) dies as step 3 of the first attempt starts (evaluation runs at the
-    end only, so the first 8 micro-batches fed to the pipeline are steps 1-2)."""
+    end only, so the first 8 micro-batches fed to the pipeline are steps 1-2), once Ray holds the step-2
+    checkpoint of the run in `run_dir`."""
 
-    def __init__(self, *args, marker: str, **kwargs):
+    def __init__(self, *args, marker: str, run_dir: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.marker, self.calls = marker, 0
+        self.marker, self.run_dir, self.calls = marker, run_dir, 0
 
     def pipeline_batch(self, batch):
         import ray.train
@@ -78,9 +51,8 @@ class CrashOnce(OmniBalTask):
         last = ctx.get_world_rank() == ctx.get_world_size() - 1
         if last and self.calls == 2 * 4 + 1 and not os.path.exists(self.marker):
             Path(self.marker).touch()
-            # Ray registers a reported checkpoint at its next health check (every 2 s): die after that, so the
-            # step-2 checkpoint is the one to resume from.
-            time.sleep(5)
+            # Die once Ray has registered the step-2 checkpoint, so that is the one to resume from.
+            wait_for_registered_checkpoint(self.run_dir, 2)
             os._exit(1)
         return super().pipeline_batch(batch)
 
@@ -124,7 +96,8 @@ def test_pipeline_two_stages_two_replicas_killed_worker_resumes(ray_session, tmp
     assert set(pipe["stage_recompute"][1]) == {"none"}
     assert plan.report["balance"]["pad"] == 0.0
 
-    task = CrashOnce(cfg, plan, samples, tokenizer_dir, eval_samples, marker=str(tmp_path / "crashed"))
+    task = CrashOnce(cfg, plan, samples, tokenizer_dir, eval_samples,
+                     marker=str(tmp_path / "crashed"), run_dir=str(tmp_path / "ray" / "pipe"))  # fmt: skip
     result = fit(task, cfg.train, storage_path=tmp_path / "ray", name="pipe", export_dir=tmp_path / "hf",
                  strategy=PipelineStrategy(cfg.pipeline_stages))  # fmt: skip
 
