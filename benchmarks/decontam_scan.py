@@ -114,8 +114,7 @@ def job(cpus: int, root: str) -> None:
         eval_sets=[EvalSetConfig(name="bench", path=f"{root}/eval.jsonl", split_field=None)],
         corpus=f"{root}/corpus",
         output_dir=f"{root}/out{cpus}",
-        scan={"actors": cpus, "cpus_per_actor": 0.75},
-        write_cpus=0.25,
+        scan={"actors": cpus, "cpus_per_actor": 1.0},
         block_bytes=4 << 20,
     )
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)

@@ -190,38 +190,45 @@ class EvalIndex:
 
     # rbloom filters with Python's own (fastest) hash cannot be serialised: each scan actor rebuilds them (and
     # the bitmaps) from the exact maps it receives, once.
+    # The code point tables (a Python pass over every code point, ~1 s) travel with the index (2 MB) instead.
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         del state["blooms"], state["bitmaps"], state["tables"]
+        state["classes"] = code_point_classes(self.normalize.strip_punctuation, self.normalize.cjk_chars)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._build_filters()
-        # The code point tables too (a pass over every code point, ~0.5 s), once per actor, not mid-scan.
-        code_point_classes(self.normalize.strip_punctuation, self.normalize.cjk_chars)
 
     def tokens(self, texts: pa.Array | Sequence[str]) -> tuple[pa.Array, np.ndarray]:
         """The scan's tokens of every text (grouped by text) and the index of the text each token belongs to."""
         buf, starts, ends, owner, *_ = self._spans(texts)
         return pa.array([buf[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())], pa.string()), owner
 
-    def _spans(self, texts: pa.Array | Sequence[str]) -> tuple[bytes, np.ndarray, ...]:
-        """Tokens as byte spans, grouped by text: (UTF-8 bytes, starts, ends, the text of each token, each text's
-        first token, each token's value, long-token mask). `texts`: an Arrow string array (read in place) or a
-        list of str; null counts as empty."""
+    def _groups(self, texts: pa.Array | Sequence[str]) -> list[tuple[np.ndarray | None, tuple]]:
+        """The texts' tokens in up to two groups, ASCII texts and the others, each `(the group's text indexes,
+        None for all texts; its spans)`: spans = (UTF-8 bytes, starts, ends, the text of each token, each text's
+        first token, each token's value, long-token mask), texts numbered within the group. `texts`: an Arrow
+        string array (read in place) or a list of str; null counts as empty."""
         texts = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.large_string())
         texts = pc.fill_null(texts, "")
         is_ascii = pc.string_is_ascii(texts)
         if pc.all(is_ascii).as_py() is not False:
-            return self._ascii_spans(texts)
+            return [(None, self._ascii_spans(texts))]
         mask = is_ascii.to_numpy(zero_copy_only=False)
-        ascii_docs, other_docs = np.flatnonzero(mask), np.flatnonzero(~mask)
-        a_buf, a_starts, a_ends, a_owner, a_first, a_values, a_long = self._ascii_spans(texts.filter(is_ascii))
-        o_buf, o_starts, o_ends, o_owner, o_first, o_values, o_long = self._unicode_spans(
-            texts.filter(pc.invert(is_ascii)).to_pylist()
-        )
-        first = np.zeros(len(texts), np.int64)
+        return [(np.flatnonzero(mask), self._ascii_spans(texts.filter(is_ascii))),
+                (np.flatnonzero(~mask), self._unicode_spans(texts.filter(pc.invert(is_ascii)).to_pylist()))]  # fmt: skip
+
+    def _spans(self, texts: pa.Array | Sequence[str]) -> tuple[bytes, np.ndarray, ...]:
+        """`_groups`' spans in one, texts numbered as given (ASCII texts' tokens first)."""
+        groups = self._groups(texts)
+        if len(groups) == 1:
+            return groups[0][1]
+        (ascii_docs, a), (other_docs, o) = groups
+        a_buf, a_starts, a_ends, a_owner, a_first, a_values, a_long = a
+        o_buf, o_starts, o_ends, o_owner, o_first, o_values, o_long = o
+        first = np.zeros(len(ascii_docs) + len(other_docs), np.int64)
         first[ascii_docs], first[other_docs] = a_first, o_first + len(a_starts)
         return (a_buf + o_buf, np.r_[a_starts, o_starts + len(a_buf)], np.r_[a_ends, o_ends + len(a_buf)],
                 np.r_[ascii_docs[a_owner], other_docs[o_owner]], first, np.r_[a_values, o_values],
@@ -234,8 +241,9 @@ class EvalIndex:
         bounds = np.frombuffer(offsets, width)[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
         raw = data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes() if data is not None else b""
         bounds -= bounds[0]
-        buf = raw.translate(self._ascii_table)
-        return buf, *kernels.ascii_tokens(np.frombuffer(buf, np.uint8), bounds)
+        buf = raw.translate(self._ascii_table) + b" " * 8  # the kernel reads 8 bytes at a time
+        units = np.frombuffer(buf, np.uint8)
+        return buf, *kernels.ascii_tokens(units, kernels.unaligned_words(units), bounds)
 
     def _unicode_spans(self, texts: list[str]) -> tuple[bytes, np.ndarray, ...]:
         """Other texts: Python's NFKC and `str.lower`, then code points (UTF-32) through the class tables; the
@@ -248,7 +256,7 @@ class EvalIndex:
         units = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
         bounds = np.zeros(len(texts) + 1, np.int64)
         np.cumsum([len(t) for t in texts], out=bounds[1:])
-        breaks, own = code_point_classes(cfg.strip_punctuation, cfg.cjk_chars)
+        breaks, own = self.__dict__.get("classes") or code_point_classes(cfg.strip_punctuation, cfg.cjk_chars)
         word = ~breaks[units]
         starts, _ = _token_spans(word, bounds, own[units])
         kept = units[word]  # the tokens' code points, consecutive
@@ -274,9 +282,12 @@ class EvalIndex:
         in the text (tokens). `texts`: an Arrow string array (read in place) or a list of str."""
         found = [np.zeros((0, 5), np.int64)]
         if self.lengths and len(texts):
-            spans = self._spans(texts)
-            if len(spans[1]):
-                found += self._match(*spans)
+            for docs, spans in self._groups(texts):
+                if len(spans[1]):
+                    hits = np.concatenate(self._match(*spans))
+                    if docs is not None:
+                        hits[:, 0] = docs[hits[:, 0]]
+                    found.append(hits)
         return tuple(np.concatenate(found).T)
 
     def _match(self, buf: bytes, starts, ends, owner, doc_start, values, long) -> list[np.ndarray]:

@@ -18,16 +18,23 @@ _Q = np.uint64(0xC2B2AE3D27D4EB4F)  # index._Q: the long-token hash's multiplier
 _LONG = np.uint64(0xFF << 56)  # index._LONG: top byte of a long token's value
 _LOW56 = np.uint64((1 << 56) - 1)
 _MIX = np.uint64(0xD6E8FEB86659FD93)  # index._MIX: spreads the hash over the top bits the bitmap reads
+_SPACES = np.uint64(0x2020202020202020)
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], np.uint64)  # low n bytes
 
 
 @numba.njit(cache=True, nogil=True)
-def ascii_tokens(buf: np.ndarray, bounds: np.ndarray):
+def ascii_tokens(buf: np.ndarray, words: np.ndarray, bounds: np.ndarray):
     """Tokens of translated ASCII documents (maximal runs of non-space bytes inside one document) and their
     values, in one pass over the bytes.
 
-    `buf`: uint8, documents back to back; `bounds`: int64 document offsets (len = documents + 1). Returns
-    int64 `starts`, `ends` (exclusive), `owner` (each token's document), `first` (each document's first token
-    index; the next document's when it has none), and `token_values`'s uint64 values and long mask."""
+    `buf`: uint8, documents back to back, then 8 spaces; `words`: the same memory as unaligned little-endian
+    uint64s, one starting at every byte (`unaligned_words`); `bounds`: int64 document offsets (len = documents
+    + 1). Returns int64 `starts`, `ends` (exclusive), `owner` (each token's document), `first` (each document's
+    first token index; the next document's when it has none), and `token_values`'s uint64 values and long mask.
+    A token of up to 8 bytes is found and valued from one 8-byte load: the first space byte in it
+    (a zero byte of the load XOR spaces) ends it."""
     count = 0
     for d in range(len(bounds) - 1):
         prev = SPACE
@@ -48,22 +55,36 @@ def ascii_tokens(buf: np.ndarray, bounds: np.ndarray):
             if buf[i] == SPACE:
                 i += 1
                 continue
+            x = words[i]
             s = i
-            v = np.uint64(0)
-            nul = False
-            while i < end and buf[i] != SPACE:
-                if i - s < 8:
-                    v |= np.uint64(buf[i]) << np.uint64(8 * (i - s))
-                    nul |= buf[i] == 0
-                i += 1
+            i += min(_first_zero_byte(x ^ _SPACES), end - i)  # the first space or the end, within 8 bytes
+            if i - s == 8:  # no space in the load: the token may go on
+                while i < end and buf[i] != SPACE:
+                    i += 1
             starts[k], ends[k], owner[k] = s, i, d
-            if i - s <= 8 and not nul:
-                values[k] = v
+            if i - s <= 8 and _first_zero_byte(x) >= i - s:  # short, no NUL: its bytes
+                values[k] = x & _LOW_BYTES[i - s]
             else:
                 values[k] = _long_value(buf, s, i)
                 long[k] = True
             k += 1
     return starts, ends, owner, first, values, long
+
+
+def unaligned_words(buf: np.ndarray) -> np.ndarray:
+    """A uint64 view of `buf` (uint8, at least 8 long) starting at every byte: words[i] = buf[i:i + 8], little-endian."""
+    return np.ndarray((len(buf) - 7,), "<u8", buffer=buf, strides=(1,))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_zero_byte(x: np.uint64) -> int:
+    """Index (0-7) of the lowest zero byte of `x`, 8 when it has none. The lowest bit the zero-byte test sets is
+    exact (the test's false positives only lie above a true zero byte)."""
+    z = (x - _ONES) & ~x & _HIGHS
+    if z == 0:
+        return 8
+    below = (z & (~z + np.uint64(1))) - np.uint64(1)  # bits under the lowest set one, bit 8 * index + 7
+    return int(((below & _ONES) * _ONES) >> np.uint64(56)) - 1  # bytes 0..index have bit 0 set: summed
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from pydantic import Field, model_validator
-from ray.data import Datasink
 
 from rayflow.config import Config, dump_config
 from rayflow.data.decontam.clean import FilterConfig, clean_document
@@ -96,7 +95,6 @@ class DecontamConfig(Config):
         StageConfig(cpus_per_actor=1.0),
         description="scan actors: each holds the index and reads and scans whole corpus files (batch_size unused)",
     )
-    write_cpus: float = Field(0.25, gt=0, description="CPUs per commit task")
     rows_per_block: int = Field(256, ge=1, description="rows per batch of ProX's reader (compressed, Parquet, bad)")
     block_bytes: int = Field(16 << 20, ge=1 << 12, description="corpus bytes per scanned and committed part")
     max_line_bytes: int = Field(8 << 20, ge=1, description="longer JSONL lines become error records")
@@ -178,23 +176,28 @@ def _part_name(rows: pa.Table) -> str:
     return f"part-{hashlib.sha1(chr(10).join(keys).encode()).hexdigest()[:20]}.parquet"
 
 
+COUNTS = pa.schema([("documents", pa.int64()), ("errors", pa.int64())])
+
+
 class Scanner:
-    """Ray Data actor: reads whole corpus files (`reading.read_chunks`) and scans each chunk with the index
-    (fetched once from the object store); per chunk one block comes out: a row per document with its hits
-    (and, when filtering, its kept fragments), ProX's error records as they were read. The text itself never
-    crosses the object store."""
+    """Ray Data actor: reads whole corpus files (`reading.read_chunks`), scans each chunk with the index
+    (fetched once from the object store) and commits it (`ScanOutput.commit`: a row per document with its
+    hits and, when filtering, its kept fragments; ProX's error records as they were read). Only a row of counts
+    per chunk comes out: neither the text nor the hits cross the object store, and each chunk is its own part."""
 
     def __init__(self, index_ref: list, filter_cfg: FilterConfig, gpt3_n: int, fs, options: ReadOptions,
-                 chunk_bytes: int):  # fmt: skip
+                 chunk_bytes: int, output_uri: str):  # fmt: skip
         self.index: EvalIndex = ray.get(index_ref[0])
         self.filter, self.gpt3_n = filter_cfg, gpt3_n
         self.fs, self.options, self.chunk_bytes = fs, options, chunk_bytes
+        self.output = ScanOutput(output_uri)
 
     def __call__(self, batch: pa.Table):
         for item in batch.to_pylist():
             file = InputFile(item["path"], item["source"], item["format"])
             for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes):
-                yield self.scan(rows)
+                good, bad = self.output.commit(self.scan(rows))
+                yield pa.table([[good], [bad]], schema=COUNTS)
 
     def scan(self, batch: pa.Table) -> pa.Table:
         """One chunk (`reading.ROWS_SCHEMA`) -> `SCAN_SCHEMA`: hits as Arrow list columns straight from the
@@ -225,21 +228,6 @@ class Scanner:
         columns.update(n_bytes=n_bytes, hits=hits, fragments=pa.array(fragments, pa.list_(pa.string())))
         columns["scan_s"] = pa.array(np.full(len(text), (time.process_time() - started) / max(len(text), 1)))
         return pa.table({name: columns[name] for name in SCAN_SCHEMA.names}, schema=SCAN_SCHEMA)
-
-
-class _ScanSink(Datasink):
-    def __init__(self, output_uri: str):
-        self.output_uri = output_uri
-
-    def write(self, blocks, ctx) -> tuple[int, int]:
-        output = ScanOutput(self.output_uri)
-        good = bad = 0
-        for block in blocks:
-            block = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, schema=SCAN_SCHEMA)
-            if len(block):
-                g, b = output.commit(block)
-                good, bad = good + g, bad + b
-        return good, bad
 
 
 def load_examples(cfg: DecontamConfig) -> list[Example]:
@@ -337,10 +325,12 @@ def _scan(cfg: DecontamConfig, output: ScanOutput, index: EvalIndex) -> dict[str
     index_ref = ray.put(index)  # the broadcast: each scan actor fetches it once
     ds = ds.map_batches(
         Scanner,
-        fn_constructor_args=([index_ref], cfg.filter, cfg.rules.gpt3_n, fs, options, cfg.block_bytes),
+        fn_constructor_args=([index_ref], cfg.filter, cfg.rules.gpt3_n, fs, options, cfg.block_bytes,
+                             cfg.output_dir),
         **{**cfg.scan.map_args(), "batch_size": 1, "num_gpus": None},
-    )
-    ds.write_datasink(_ScanSink(cfg.output_dir), ray_remote_args={"num_cpus": cfg.write_cpus})
+    )  # fmt: skip
+    for _ in ds.iter_batches(batch_size=None):  # the counts; the parts are committed by the actors
+        pass
     wall = time.perf_counter() - started
     return {"resumed_from": resumed, "wall_s": round(wall, 3)}
 

@@ -113,6 +113,14 @@ def test_ascii_fast_path_tokenises_like_tokenize():
         flat = tokens.to_pylist()
         for i, t in enumerate(texts):
             assert [flat[j] for j in (owner == i).nonzero()[0]] == tokenize(t, cfg), t
+    # Values from the 8-byte loads: tokens of 1-20 bytes (NULs inside some) at document starts and ends.
+    texts = [" ".join("".join(rnd.choice("ab\0") for _ in range(rnd.randint(1, 20))) for _ in range(rnd.randint(0, 4)))
+             for _ in range(300)]  # fmt: skip
+    buf, starts, ends, owner, _, values, long = EvalIndex([["a"]], [1], NORM)._spans(texts)
+    tokens = [(d, t) for d, text in enumerate(texts) for t in tokenize(text)]
+    assert list(zip(owner.tolist(), [buf[s:e].decode() for s, e in zip(starts, ends)])) == tokens
+    assert values.tolist() == [token_value(t) for _, t in tokens]
+    assert long.tolist() == [token_value(t) >> 56 == 0xFF for _, t in tokens]
 
 
 def test_gpt3_filter_cuts_around_hits_and_drops_heavily_hit_documents():

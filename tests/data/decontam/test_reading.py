@@ -74,3 +74,12 @@ def test_a_bad_line_hands_the_rest_of_the_file_to_prox(tmp_path):
     rows = [r for t in tables for r in t.column("row").to_pylist()]
     assert rows == [r for r in range(31) if r != 12]  # each row once, in order
     assert pc.sum(pc.is_valid(tables[-1].column("error"))).as_py() == 1
+
+
+def test_a_line_that_is_not_utf8_reads_as_prox_reads_it(tmp_path):
+    path = tmp_path / "c.jsonl"
+    lines = [g.encode() for g in GOOD]
+    lines[4] = b'{"id": "latin1", "text": "caf\xe9"}'
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    got, want = rows_of(path, 700)
+    assert got == want and [r["error"] for r in got if r["error"]] == ["not_utf8"]
