@@ -85,26 +85,6 @@ class CompletionBackend(Protocol):
         ...
 
 
-def stream_pieces(text: str, token_ids: Sequence[int], tokenizer) -> list[str]:
-    """Per generated token, the text it adds ("" while a multi-byte character is incomplete), by incremental
-    detokenisation: tokenizers' `DecodeStream` decodes each token once instead of the whole prefix again.
-    The pieces always join to `text` (a stop string cut short: the tokens past it add nothing). Without a
-    fast tokenizer or token ids, the whole text is one piece."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not token_ids:
-        return [text] if text else []
-    from tokenizers.decoders import DecodeStream
-
-    stream = DecodeStream(skip_special_tokens=True)
-    pieces, sent = [], 0
-    for token in token_ids:
-        upto = min(sent + len(stream.step(backend, token) or ""), len(text))
-        pieces.append(text[sent:upto])
-        sent = upto
-    pieces[-1] += text[sent:]
-    return pieces
-
-
 class _OpenAIRequest(BaseModel):
     # Unknown fields are kept (to be named in a warning) and otherwise ignored, as vLLM's server does.
     model_config = ConfigDict(extra="allow")

@@ -7,7 +7,6 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, model_validator
 
 from rayflow.serving.guards import HTTPConfig, bearer_auth, guarded_app
-from rayflow.serving.openai_api import stream_pieces
 
 
 class Item(BaseModel):
@@ -190,21 +189,6 @@ def test_request_size_limit():
 def test_request_timeout():
     slow = client(request_timeout_s=0.2).post("/slow")
     assert slow.status_code == 504 and "0.2 s" in slow.json()["error"]["message"]
-
-
-def test_stream_pieces_decode_each_token_once_and_join_back_to_the_text(tiny_model):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    text = "Hello wörld, how are you? 你好"
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    pieces = stream_pieces(text, ids, tokenizer)
-    assert len(pieces) == len(ids) and "".join(pieces) == text
-    # A character split across byte-level tokens arrives whole, with its last token; the ones before add "".
-    assert "你" in pieces and "" in pieces
-    cut = stream_pieces("Hello", ids, tokenizer)  # text cut short by a stop string: later tokens add nothing
-    assert "".join(cut) == "Hello" and cut[-1] == ""
-    assert stream_pieces("abc", [], None) == ["abc"] and stream_pieces("", [], None) == []
 
 
 def test_missing_routes_and_wrong_methods_get_the_error_body():
