@@ -150,3 +150,34 @@ def window_candidates(
             hashes[found] = h
             found += 1
     return at[:found], hashes[:found]
+
+
+@numba.njit(cache=True, nogil=True)
+def line_marks(data: np.ndarray):
+    """One pass over a chunk of JSONL bytes (uint8) for the reader's checks. Returns per `\\n`-separated line its
+    start and end (exclusive, without the `\\n`; a last line without one included), whether it is blank (only
+    bytes that `bytes.strip` removes), and its count of `{` and `[` (a bound on its nesting depth); and the
+    longest run of ASCII digits in the chunk."""
+    n_lines = 0
+    for i in range(len(data)):
+        n_lines += data[i] == 10
+    n_lines += len(data) > 0 and data[len(data) - 1] != 10
+    starts = np.empty(n_lines, np.int64)
+    ends = np.empty(n_lines, np.int64)
+    blank = np.empty(n_lines, np.bool_)
+    brackets = np.empty(n_lines, np.int64)
+    line, start, longest = 0, 0, 0
+    while start < len(data):
+        end, run, opened, empty = start, 0, 0, True
+        while end < len(data) and data[end] != 10:
+            b = data[end]
+            digit = (b >= 48) & (b <= 57)
+            run = (run + 1) * digit
+            longest = max(longest, run)
+            opened += (b == 123) | (b == 91)
+            empty &= (b == 32) | ((b >= 9) & (b <= 13))
+            end += 1
+        starts[line], ends[line], blank[line], brackets[line] = start, end, empty, opened
+        line += 1
+        start = end + 1
+    return starts, ends, blank, brackets, longest

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.json as pj
 
+from rayflow.data.decontam import kernels
 from rayflow.data.prox.reader import InputFile, ReadOptions, read_rows
 
 ROWS_SCHEMA = pa.schema(
@@ -39,10 +40,9 @@ ROWS_SCHEMA = pa.schema(
         ("raw", pa.string()),
     ]
 )
-# One pass marks what json.loads refuses and Arrow reads: integers of over 4300 digits (a run of 4301 digits,
-# `0` here) and nesting deeper than Python's recursion limit (brackets, `{` here).
-_MARKS = bytes(48 if 48 <= c <= 57 else 123 if c in b"{[" else 32 for c in range(256))
-_TOO_LONG_INT = b"0" * 4301
+# What json.loads refuses and Arrow reads: integers of over 4300 digits, nesting deeper than Python's recursion
+# limit (fewer brackets than _DEPTH on a line cannot nest that deep).
+_MAX_DIGITS = 4300
 _DEPTH = 500  # fewer brackets than this on a line cannot nest deeper than json.loads goes
 
 
@@ -118,17 +118,16 @@ def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) 
             pa.array([chunk], pa.binary()).cast(pa.string())
         except pa.ArrowInvalid:
             return None
-    lines = chunk.split(b"\n")
-    if chunk.endswith(b"\n"):
-        lines.pop()
-    marks = chunk.translate(_MARKS)
-    if max(map(len, lines), default=0) > options.max_line_bytes or _TOO_LONG_INT in marks:
+    starts, ends, blank, brackets, digits = kernels.line_marks(np.frombuffer(chunk, np.uint8))
+    if (ends - starts).max(initial=0) > options.max_line_bytes or digits > _MAX_DIGITS:
         return None
-    rows = np.array([i for i, line in enumerate(lines) if line and not line.isspace()], np.int64)
+    if brackets.max(initial=0) >= _DEPTH:  # json.loads could reach its recursion limit on that line
+        return None
+    rows = np.flatnonzero(~blank)
     if not len(rows):
         return ROWS_SCHEMA.empty_table()
-    if len(rows) < len(lines):  # Arrow skips blank lines itself; dropping them lets the count check each line
-        chunk = b"\n".join(lines[i] for i in rows.tolist())
+    if len(rows) < len(starts):  # Arrow skips blank lines itself; dropping them lets the count check each line
+        chunk = b"\n".join(chunk[s:e] for s, e in zip(starts[rows].tolist(), ends[rows].tolist()))
     table = None
     for id_type in (pa.string(), pa.int64()):
         try:
@@ -144,11 +143,6 @@ def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) 
         except pa.ArrowInvalid:
             continue
     if table is None or len(table) != len(rows):
-        return None
-    # Each row holds at least one `{`: when the chunk has fewer than _DEPTH more, no line can nest that deep.
-    if marks.count(b"{") - len(rows) + 1 >= _DEPTH and any(
-        line.count(b"{") + line.count(b"[") >= _DEPTH for line in lines
-    ):  # json.loads could reach its recursion limit on that line
         return None
     text = table.column(options.text_field).combine_chunks()
     if text.null_count or pc.max(pc.utf8_length(text)).as_py() > options.max_text_chars:
