@@ -1,10 +1,9 @@
 """The decontamination job on Ray Data: evaluation sets against a corpus, verdicts, evidence, a cleaned corpus.
 
     index (driver)     the evaluation sets' n-grams (`index.EvalIndex`), put in the object store once
-    read + scan        actors, each getting the index once, read whole corpus files in chunks (`reading`: plain
-      (actors)         JSONL by Arrow, the rest and bad rows by ProX's reader) and scan each chunk; only the
-                       hits come out, one block per chunk
-    write              each block committed atomically as data/ (+ cleaned/) and errors/ parts
+    read, scan and     actors, each getting the index once, read whole corpus files in chunks (`reading`: plain
+    commit (actors)    JSONL by Arrow, the rest and bad rows by ProX's reader), scan each chunk and commit it
+                       atomically as data/ (+ cleaned/) and errors/ parts; only counts come out
     reduce (driver)    hits -> per-example verdicts under every rule (`rules.verdict`, as `check_example`),
                        the longest match and the matching documents; Min-K% beside them when configured;
                        verdicts.parquet, report.md, summary.json, and the evidence database
