@@ -5,7 +5,7 @@ that links each job's report.
     python cluster/tour.py [--address http://127.0.0.1:8265] [--out outputs/tour] [--only NAME ...] [--full]
 
 Each job runs with short smoke settings (a few steps, one worker; `--full` drops them and runs the configs as
-shipped). With no cluster answering at --address, a local head starts on 127.0.0.1 and stops at the end. Two
+shipped). With no cluster answering at --address, a local head starts on 127.0.0.1 and stops at the end. Three
 jobs are in flight at a time, and never two that start a vLLM engine (one engine per machine on CPUs).
 Exit status 0 when every job SUCCEEDED.
 """
@@ -39,6 +39,7 @@ PASS_ENV = [
     "DS_ACCELERATOR",
     "TOKENIZERS_PARALLELISM",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
 ]
 
 
@@ -59,6 +60,18 @@ ONE_WORKER = (
     "train.cpus_per_worker=0.5",
     "train.eval_every=0",
     "train.checkpoint_every=0",
+)
+SWEEP = (
+    "grid.betas=[0.1]",
+    "train.max_steps=2",
+    "train.cpus_per_worker=0.5",
+    "train.eval_every=0",
+    "train.checkpoint_every=0",
+    "tune.cpus_per_trial=0.25",
+    "precompute.cache_dir={out}/logps-cache",
+    "evaluation.max_prompts=10",
+    "evaluation.lc_min_samples=20",
+    "evaluation.sampling.max_tokens=12",
 )
 PREFERENCE = (
     "train.max_steps=2",
@@ -94,8 +107,9 @@ STEPS: tuple[Step, ...] = (
     Step("generate", "generate", "generate.py", vllm=True),
     Step("train", "train_sft", "train_sft.py", ("train.max_steps=2", *ONE_WORKER)),
     Step("train", "train_dpo", "train_preference.py", PREFERENCE),
-    Step("train", "train_ipo", "train_preference.py", PREFERENCE),
-    Step("train", "train_robust", "train_preference.py", PREFERENCE),
+    # ipo and robust score the pairs with the same reference as dpo: after it, they read its cache.
+    Step("train", "train_ipo", "train_preference.py", PREFERENCE, needs=("train_dpo",)),
+    Step("train", "train_robust", "train_preference.py", PREFERENCE, needs=("train_dpo",)),
     Step("train", "train_likelihood", "train_preference.py", PREFERENCE),
     Step("train", "train_posterior", "train_preference.py", PREFERENCE),
     # The shipped reference pre-trains tiny:small@100 (a minute of CPU); the smoke scores with tiny:small.
@@ -124,43 +138,34 @@ STEPS: tuple[Step, ...] = (
             "precompute.cpus_per_actor=0.5",
         ),
     ),
-    Step("train", "train_vlm", "train_vlm.py", ("train.max_steps=2", "data.synthetic_samples=64")),
-    Step("train", "train_vlm_zero", "train_vlm.py", ("train.max_steps=2", "data.synthetic_samples=64")),
     Step(
-        "sweep",
-        "sweep_beta",
-        "sweep_beta.py",
-        (
-            "grid.betas=[0.1]",
-            "train.max_steps=2",
-            "train.eval_every=0",
-            "train.checkpoint_every=0",
-            "precompute.cache_dir={out}/logps-cache",
-            "evaluation.max_prompts=10",
-            "evaluation.lc_min_samples=20",
-            "evaluation.sampling.max_tokens=12",
-        ),
+        "train",
+        "train_vlm",
+        "train_vlm.py",
+        ("train.max_steps=2", "train.cpus_per_worker=0.5", "data.synthetic_samples=64"),
     ),
+    Step(
+        "train",
+        "train_vlm_zero",
+        "train_vlm.py",
+        ("train.max_steps=2", "train.cpus_per_worker=0.5", "data.synthetic_samples=64"),
+    ),
+    Step("sweep", "sweep_beta", "sweep_beta.py", SWEEP),
+    # One trial per reference kind (the policy's own, a stronger model, reference-free), two at a time.
     Step(
         "sweep",
         "sweep_beta_full",
         "sweep_beta.py",
         (
-            "grid.betas=[0.1]",
-            "grid.stronger_reference_betas=[1.0]",
+            *SWEEP,
+            "grid.stronger_reference_betas=[0.1]",
+            "grid.posterior_betas=[100.0]",
             "grid.seeds=[0]",
-            "train.max_steps=2",
-            "train.eval_every=0",
-            "train.checkpoint_every=0",
+            "tune.max_concurrent_trials=2",
             (
                 'references={sft: {kind: model, backend: hf}, stronger: {kind: model, model: "tiny:small",'
                 " backend: hf}, posterior: {kind: posterior}}"
             ),
-            "grid.posterior_betas=[100.0]",
-            "precompute.cache_dir={out}/logps-cache",
-            "evaluation.max_prompts=10",
-            "evaluation.lc_min_samples=20",
-            "evaluation.sampling.max_tokens=12",
         ),
     ),
     Step("judge", "eval_safety", "eval_safety.py", vllm=True),
@@ -229,7 +234,7 @@ def report_of(directory: Path) -> Path | None:
     return None
 
 
-def run_tour(steps: list[Step], address: str, out: Path, full: bool = False, parallel: int = 2) -> list[dict]:
+def run_tour(steps: list[Step], address: str, out: Path, full: bool = False, parallel: int = 3) -> list[dict]:
     """Submit `steps` in order, at most `parallel` in flight and one vLLM job at a time; wait for all.
 
     Returns one record per step: name, phase, submission id, status, wall seconds, output dir, report path.
@@ -286,13 +291,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_head(address: str) -> subprocess.Popen:
+def start_head(address: str, cpus: int = 6) -> subprocess.Popen:
     """`ray start --head --block` in its own process group, so stopping it ends this head's processes only
-    (`ray stop` would end every Ray instance on the machine). Returns once the head answers job requests."""
+    (`ray stop` would end every Ray instance on the machine). Returns once the head answers job requests.
+
+    `cpus` is what the head advertises to Ray's scheduler, not a core count: three smoke jobs asking for 1-2
+    CPUs each fit at once, so one waiting on another job (`needs`, one vLLM at a time) leaves no core idle."""
     # The jobs' `python` comes from the raylet's PATH: the venv first.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     head = subprocess.Popen(
-        [ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        [ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={urlparse(address).port or 8265}",
          f"--dashboard-agent-listen-port={free_port()}", f"--port={free_port()}",
          f"--ray-client-server-port={free_port()}", "--disable-usage-stats"],
@@ -308,9 +316,11 @@ def start_head(address: str) -> subprocess.Popen:
 
 
 def stop_head(head: subprocess.Popen) -> None:
-    # SIGTERM lets `ray start --block` end the processes it started; the group kill catches stragglers.
+    # SIGTERM to `ray start --block` alone: it stops the processes it started in order. Sent to the whole group
+    # at once, the GCS goes first and the head's shutdown waits out a 30 s timeout; the group kill then catches
+    # stragglers.
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
+        os.kill(head.pid, signal.SIGTERM)
     try:
         head.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="run the configs as shipped, without smoke settings"
     )
     parser.add_argument(
-        "--parallel", type=int, default=2, help="jobs in flight at once (default %(default)s)"
+        "--parallel", type=int, default=3, help="jobs in flight at once (default %(default)s)"
     )
     args = parser.parse_args(argv)
     steps = [s for s in STEPS if not args.only or s.name in args.only]
@@ -347,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     head = None
     if not cluster_answers(args.address):
         print("== starting a local Ray head on 127.0.0.1", flush=True)
-        head = start_head(args.address)
+        head = start_head(args.address, cpus=max(os.cpu_count() or 1, 2 * args.parallel))
     try:
         print(f"== submitting {len(steps)} jobs to {args.address}; outputs under {out}", flush=True)
         records = run_tour(steps, args.address, out, full=args.full, parallel=args.parallel)
