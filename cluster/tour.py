@@ -297,8 +297,13 @@ def start_head(address: str, cpus: int = 6) -> subprocess.Popen:
 
     `cpus` is what the head advertises to Ray's scheduler, not a core count: three smoke jobs asking for 1-2
     CPUs each fit at once, so one waiting on another job (`needs`, one vLLM at a time) leaves no core idle."""
-    # The jobs' `python` comes from the raylet's PATH: the venv first.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    # The jobs' `python` comes from the raylet's PATH: the venv first. On SIGTERM `ray start --block` first
+    # drains the node for up to 30 s (for Serve traffic in a RayService upgrade): a tour head has none to drain.
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
     head = subprocess.Popen(
         [ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={urlparse(address).port or 8265}",
@@ -316,9 +321,8 @@ def start_head(address: str, cpus: int = 6) -> subprocess.Popen:
 
 
 def stop_head(head: subprocess.Popen) -> None:
-    # SIGTERM to `ray start --block` alone: it stops the processes it started in order. Sent to the whole group
-    # at once, the GCS goes first and the head's shutdown waits out a 30 s timeout; the group kill then catches
-    # stragglers.
+    # SIGTERM to `ray start --block` alone: it stops the processes it started, in order (its drain is off, see
+    # start_head); the group kill catches stragglers.
     with contextlib.suppress(ProcessLookupError):
         os.kill(head.pid, signal.SIGTERM)
     try:
