@@ -10,7 +10,8 @@ import pytest
 from rayflow.data.engine_stage import EngineStage
 from rayflow.data.generate import GenerateTask
 from rayflow.data.prox.lm import LMConfig, LMGenerator
-from rayflow.data.prox.stage import READ_SCHEMA, DocLevel
+from rayflow.data.prox.reader import READ_SCHEMA
+from rayflow.data.prox.stage import DocLevel
 from rayflow.eval.safety.label_eval import EvalSafetyConfig, JudgeTask
 from rayflow.llm import EngineConfig, SamplingParams
 from rayflow.train.precompute import ScoreTask

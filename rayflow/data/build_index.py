@@ -30,8 +30,7 @@ from ray.data import Datasink
 from rayflow.config import Config, dump_config
 from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.data.prox.output import DATA, ERRORS, Output, OutputMismatchError, error_table, steady_rate
-from rayflow.data.prox.reader import InputFile, ReadOptions, filesystem, list_inputs, read_rows
-from rayflow.data.prox.stage import READ_SCHEMA
+from rayflow.data.prox.reader import READ_SCHEMA, InputFile, ReadOptions, filesystem, list_inputs, read_rows
 from rayflow.retrieval import (
     Chunk,
     Document,

@@ -27,19 +27,10 @@ import pyarrow.fs as pafs
 import pyarrow.json as pj
 
 from rayflow.data.decontam import kernels
-from rayflow.data.prox.reader import InputFile, ReadOptions, read_rows
+from rayflow.data.prox.reader import READ_SCHEMA, InputFile, ReadOptions, read_rows
 
-ROWS_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("source", pa.string()),
-        ("row", pa.int64()),
-        ("error", pa.string()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
+# ProX's read rows without `extra`: the scan reads only the id and the text.
+ROWS_SCHEMA = READ_SCHEMA.remove(READ_SCHEMA.get_field_index("extra"))
 # What json.loads refuses and Arrow reads: integers of over 4300 digits, nesting deeper than Python's recursion
 # limit (fewer brackets than _DEPTH on a line cannot nest that deep).
 _MAX_DIGITS = 4300

@@ -31,6 +31,7 @@ from rayflow.data.prox.generator import GeneratorName
 from rayflow.data.prox.lm import LMConfig, LMGenerator
 from rayflow.data.prox.output import Output, OutputMismatchError, compute_stats
 from rayflow.data.prox.reader import (
+    READ_SCHEMA,
     InputFile,
     OtherFiles,
     ReadOptions,
@@ -40,7 +41,7 @@ from rayflow.data.prox.reader import (
     scan_inputs,
 )
 from rayflow.data.prox.rules import RulesConfig, RulesGenerator
-from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
+from rayflow.data.prox.stage import ChunkLevel, DocLevel
 from rayflow.workflow import SUMMARY_FILE, InputError, Result, Workflow, require_model
 
 log = logging.getLogger(__name__)

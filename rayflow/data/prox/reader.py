@@ -31,6 +31,19 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 ERROR_PREVIEW_CHARS = 300
+# The rows `read_rows` yields, good ones and error records alike, as the ProX stages and other readers take them.
+READ_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("error", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("extra", pa.string()),
+    ]
+)
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _COMPRESSED_SUFFIXES = (".gz", ".zst", ".bz2")
 _PARQUET_SUFFIXES = (".parquet",)

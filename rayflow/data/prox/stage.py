@@ -25,20 +25,9 @@ from rayflow.data.prox.executor import (
     execute_doc_program,
 )
 from rayflow.data.prox.generator import ProgramGenerator
+from rayflow.data.prox.reader import READ_SCHEMA
 from rayflow.llm import Engine, EngineConfig
 
-READ_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("source", pa.string()),
-        ("row", pa.int64()),
-        ("error", pa.string()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-        ("extra", pa.string()),
-    ]
-)
 # Every row carries every column, so error-only batches and good ones have the same Arrow schema.
 STAGE_DEFAULTS = {
     "doc_program": "",

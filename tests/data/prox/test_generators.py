@@ -9,8 +9,9 @@ from rayflow.data.prox import ExecutorConfig, execute_chunk_program, execute_doc
 from rayflow.data.prox.chunking import chunk_document, number_lines
 from rayflow.data.prox.lm import LMConfig, LMGenerator
 from rayflow.data.prox.prompts import SYSTEM_PROMPT, chunk_prompt_ids, doc_prompt_ids
+from rayflow.data.prox.reader import READ_SCHEMA
 from rayflow.data.prox.rules import RulesConfig, RulesGenerator, boilerplate_rule
-from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
+from rayflow.data.prox.stage import ChunkLevel, DocLevel
 from rayflow.llm import EngineConfig
 from tests.data.prox.conftest import sample_rows
 

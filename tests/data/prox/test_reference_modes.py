@@ -25,8 +25,9 @@ from rayflow.data.prox.prompts import (
     doc_prompt_ids,
     doc_prompt_text,
 )
+from rayflow.data.prox.reader import READ_SCHEMA
 from rayflow.data.prox.reference import reference_chunk_execute
-from rayflow.data.prox.stage import READ_SCHEMA, ChunkLevel, DocLevel
+from rayflow.data.prox.stage import ChunkLevel, DocLevel
 from rayflow.llm import EngineConfig, prompt_token_ids
 from tests.conftest import REPO
 
