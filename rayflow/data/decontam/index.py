@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from rbloom import Bloom
 
 from rayflow.data.decontam import kernels
+from rayflow.data.decontam.reading import TokenChunk
 from rayflow.data.decontam.rules import NormalizeConfig, _table
 
 _P = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
@@ -161,7 +162,7 @@ class EvalIndex:
                 table[c] = ord(" ")
             elif normalize.lowercase:
                 table[c] = ord(chr(c).lower())
-        self._ascii_table = bytes(table)
+        self.ascii_table = np.frombuffer(bytes(table), np.uint8)
 
     def _build_filters(self) -> None:
         """Per hashed length: a bitmap of hash buckets (one-hash filter, a vectorised numpy lookup), the rbloom,
@@ -241,7 +242,7 @@ class EvalIndex:
         bounds = np.frombuffer(offsets, width)[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
         raw = data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes() if data is not None else b""
         bounds -= bounds[0]
-        buf = raw.translate(self._ascii_table) + b" " * 8  # the kernel reads 8 bytes at a time
+        buf = raw.translate(self.ascii_table.tobytes()) + b" " * 8  # the kernel reads 8 bytes at a time
         units = np.frombuffer(buf, np.uint8)
         return buf, *kernels.ascii_tokens(units, kernels.unaligned_words(units), bounds)
 
@@ -288,6 +289,20 @@ class EvalIndex:
                     if docs is not None:
                         hits[:, 0] = docs[hits[:, 0]]
                     found.append(hits)
+        return tuple(np.concatenate(found).T)
+
+    def scan_tokens(self, chunk: TokenChunk) -> tuple[np.ndarray, ...]:
+        """`scan_arrays` of a chunk the reader tokenised (`reading.TokenChunk`, read with this index's
+        `ascii_table`); text index = row index in the chunk."""
+        found = [np.zeros((0, 5), np.int64)]
+        if self.lengths and len(chunk.spans[1]):
+            found += self._match(*chunk.spans)
+        if self.lengths and chunk.wide_texts:
+            spans = self._unicode_spans(chunk.wide_texts)
+            if len(spans[1]):
+                hits = np.concatenate(self._match(*spans))
+                hits[:, 0] = chunk.wide_rows[hits[:, 0]]
+                found.append(hits)
         return tuple(np.concatenate(found).T)
 
     def _match(self, buf: bytes, starts, ends, owner, doc_start, values, long) -> list[np.ndarray]:

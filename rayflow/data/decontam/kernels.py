@@ -181,3 +181,489 @@ def line_marks(data: np.ndarray):
         line += 1
         start = end + 1
     return starts, ends, blank, brackets, longest
+
+
+# JSON bytes the row kernel knows: whitespace between tokens, and what `str.isspace` calls space among ASCII.
+_JSON_SPACE = np.zeros(256, np.bool_)
+_JSON_SPACE[[9, 13, 32]] = True  # `\n` never occurs inside a line
+_PY_SPACE = np.zeros(256, np.bool_)
+_PY_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_BLANK = np.zeros(256, np.bool_)
+_BLANK[[9, 10, 11, 12, 13, 32]] = True  # what `bytes.strip` removes
+_MAX_DEPTH = 256  # nesting json.loads and json.dumps both take; deeper lines go to the exact reader
+_MAX_DIGITS = 4300  # json.loads refuses longer integers
+
+
+@numba.njit(cache=True, nogil=True)
+def _hex(b) -> int:
+    if 48 <= b <= 57:
+        return b - 48
+    if 97 <= b <= 102:
+        return b - 87
+    if 65 <= b <= 70:
+        return b - 55
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _string(data, i, end, out, o, strict):
+    """Decode the JSON string whose opening quote is at `data[i - 1]` into `out[o:]`. Returns (index after the
+    closing quote, new `o`), or (-1, o) when json.loads would refuse it, or when `strict` and it holds a lone
+    surrogate (then ProX's reader makes the row an error record)."""
+    while i < end:
+        b = data[i]
+        i += 1
+        if b == 34:  # "
+            return i, o
+        if b < 32:  # json.loads (strict) refuses control characters in strings
+            return -1, o
+        if b != 92:
+            out[o] = b
+            o += 1
+            continue
+        if i >= end:
+            return -1, o
+        e = data[i]
+        i += 1
+        if e == 117:  # \uXXXX
+            i, cp = _code_point(data, i, end)
+            if i < 0:
+                return -1, o
+            if 0xD800 <= cp <= 0xDFFF:
+                if strict:
+                    return -1, o
+                cp = 0xFFFD  # a lone surrogate outside the text and id: the value is not kept
+            if cp < 0x80:
+                out[o] = cp
+                o += 1
+            elif cp < 0x800:
+                out[o], out[o + 1] = 0xC0 | (cp >> 6), 0x80 | (cp & 63)
+                o += 2
+            elif cp < 0x10000:
+                out[o], out[o + 1], out[o + 2] = 0xE0 | (cp >> 12), 0x80 | ((cp >> 6) & 63), 0x80 | (cp & 63)
+                o += 3
+            else:
+                out[o], out[o + 1] = 0xF0 | (cp >> 18), 0x80 | ((cp >> 12) & 63)
+                out[o + 2], out[o + 3] = 0x80 | ((cp >> 6) & 63), 0x80 | (cp & 63)
+                o += 4
+            continue
+        if e == 34 or e == 92 or e == 47:
+            out[o] = e
+        elif e == 110:
+            out[o] = 10
+        elif e == 116:
+            out[o] = 9
+        elif e == 114:
+            out[o] = 13
+        elif e == 98:
+            out[o] = 8
+        elif e == 102:
+            out[o] = 12
+        else:
+            return -1, o
+        o += 1
+    return -1, o
+
+
+@numba.njit(cache=True, nogil=True)
+def _number(data, i, end):
+    """End of the JSON number starting at `data[i]` and whether it is an integer, or (-1, False) when json.loads
+    would not read it as one (or it is an integer of over 4300 digits)."""
+    s = i
+    if i < end and data[i] == 45:  # -
+        i += 1
+    if i >= end or not 48 <= data[i] <= 57:
+        return -1, False
+    if data[i] == 48:
+        i += 1
+    else:
+        while i < end and 48 <= data[i] <= 57:
+            i += 1
+    integer = True
+    if i < end and data[i] == 46:  # .
+        integer = False
+        i += 1
+        if i >= end or not 48 <= data[i] <= 57:
+            return -1, False
+        while i < end and 48 <= data[i] <= 57:
+            i += 1
+    if i < end and (data[i] == 101 or data[i] == 69):  # e E
+        integer = False
+        i += 1
+        if i < end and (data[i] == 43 or data[i] == 45):
+            i += 1
+        if i >= end or not 48 <= data[i] <= 57:
+            return -1, False
+        while i < end and 48 <= data[i] <= 57:
+            i += 1
+    if integer and i - s > _MAX_DIGITS:
+        return -1, False
+    return i, integer
+
+
+@numba.njit(cache=True, nogil=True)
+def _literal(data, i, end, word):
+    if i + len(word) > end:
+        return -1
+    for j in range(len(word)):
+        if data[i + j] != word[j]:
+            return -1
+    return i + len(word)
+
+
+_TRUE = np.frombuffer(b"true", np.uint8)
+_FALSE = np.frombuffer(b"false", np.uint8)
+_NULL = np.frombuffer(b"null", np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _skip_value(data, i, end, scratch):
+    """Index after the JSON value at `data[i]` (whitespace skipped before it), or -1 when json.loads would refuse
+    it or it nests deeper than _MAX_DEPTH. `scratch` (uint8, at least the line's length) takes strings."""
+    stack = np.empty(_MAX_DEPTH, np.uint8)  # 0: in an array, 1: in an object
+    depth = 0
+    while True:
+        while i < end and _JSON_SPACE[data[i]]:
+            i += 1
+        if i >= end:
+            return -1
+        b = data[i]
+        if b == 123 or b == 91:  # { [
+            if depth == _MAX_DEPTH:
+                return -1
+            i += 1
+            while i < end and _JSON_SPACE[data[i]]:
+                i += 1
+            if i < end and data[i] == b + 2:  # {} []
+                i += 1
+            else:
+                stack[depth] = b == 123
+                depth += 1
+                if b == 123:  # the first key
+                    if i >= end or data[i] != 34:
+                        return -1
+                    i, _ = _string(data, i + 1, end, scratch, 0, False)
+                    if i < 0:
+                        return -1
+                    while i < end and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i >= end or data[i] != 58:  # :
+                        return -1
+                    i += 1
+                continue
+        elif b == 34:
+            i, _ = _string(data, i + 1, end, scratch, 0, False)
+        elif b == 45 or 48 <= b <= 57:
+            i, _ = _number(data, i, end)
+        elif b == 116:
+            i = _literal(data, i, end, _TRUE)
+        elif b == 102:
+            i = _literal(data, i, end, _FALSE)
+        elif b == 110:
+            i = _literal(data, i, end, _NULL)
+        else:  # NaN, Infinity (json.loads reads them; the exact reader will) or not JSON
+            return -1
+        if i < 0:
+            return -1
+        # After a value: close containers or go on to the next member.
+        while True:
+            if depth == 0:
+                return i
+            while i < end and _JSON_SPACE[data[i]]:
+                i += 1
+            if i >= end:
+                return -1
+            c = data[i]
+            i += 1
+            if c == 44:  # ,
+                if stack[depth - 1] == 1:
+                    while i < end and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i >= end or data[i] != 34:
+                        return -1
+                    i, _ = _string(data, i + 1, end, scratch, 0, False)
+                    if i < 0:
+                        return -1
+                    while i < end and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i >= end or data[i] != 58:
+                        return -1
+                    i += 1
+                break
+            if c == (125 if stack[depth - 1] == 1 else 93):  # } or ]
+                depth -= 1
+                continue
+            return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _text_tokens(data, i, end, table, plain, low, words, o, starts, ends, owner, values, long, k, row):
+    """Read the JSON string opening at `data[i - 1]` (a document's text) and tokenise it the way `ascii_tokens`
+    does the translated bytes: each decoded byte through `table` (the index's ASCII table), token bytes into
+    `low[o:]` (`words`: its `unaligned_words`), each token's span in `low`, `row` and value written at `k`,
+    `k + 1`... `plain[b]`: byte b stands for itself and is a token byte (most of a text: copied in a tight loop).
+
+    Returns `(i, o, k, n_bytes, chars, solid, wide)`: the index after the closing quote (-1 when json.loads
+    would refuse the string or it holds a lone surrogate), the ends of `low` and of the tokens, the decoded
+    text's UTF-8 bytes and characters, whether it has a character that is surely not a space, and whether it has
+    a non-ASCII one (then its tokens are not these: the caller tokenises it as Unicode)."""
+    first = i
+    shrink, cont, solid, wide, tok = 0, 0, False, False, -1  # shrink: escapes' bytes over what they decode to
+    while True:
+        if i >= end:
+            return -1, o, k, 0, 0, solid, wide
+        b = data[i]
+        i += 1
+        if plain[b]:
+            if tok < 0:
+                tok, solid = o, True
+            low[o] = table[b]
+            o += 1
+            while i < end and plain[data[i]]:
+                low[o] = table[data[i]]
+                o += 1
+                i += 1
+            continue
+        if b == 34:  # "
+            break
+        if b >= 0x80:  # raw UTF-8 (the chunk is valid UTF-8)
+            wide = True
+            if b < 0xC0:
+                cont += 1
+            else:  # a lead byte; Unicode spaces are U+0085, U+00A0 (lead C2) and others led by E1, E2 or E3
+                solid |= b >= 0xC3 and not 0xE1 <= b <= 0xE3
+            continue
+        if b < 32:  # json.loads refuses control characters in strings
+            return -1, o, k, 0, 0, solid, wide
+        if b == 92:  # an escape: one decoded character
+            if i >= end:
+                return -1, o, k, 0, 0, solid, wide
+            e = data[i]
+            i += 1
+            if e == 117:
+                at = i
+                i, cp = _code_point(data, i, end)
+                if i < 0 or 0xD800 <= cp <= 0xDFFF:  # not JSON, or a lone surrogate (ProX: invalid_unicode)
+                    return -1, o, k, 0, 0, solid, wide
+                if cp >= 0x80:
+                    size = 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+                    shrink += i - at + 2 - size
+                    cont += size - 1
+                    wide = True
+                    solid |= not _maybe_space(cp)
+                    continue
+                shrink += i - at + 1
+                b = cp
+            else:
+                shrink += 1
+                b = _ESCAPED[e]
+                if b == 0 and e != 48:  # (no escape decodes to NUL but \u0000, handled above)
+                    return -1, o, k, 0, 0, solid, wide
+            if table[b] != SPACE:  # a decoded token byte
+                if tok < 0:
+                    tok, solid = o, True
+                low[o] = table[b]
+                o += 1
+                continue
+        # A break: ends the token.
+        solid |= not _PY_SPACE[b]
+        if tok >= 0:
+            k = _close(low, words, tok, o, starts, ends, owner, values, long, k, row)
+            tok = -1
+    if tok >= 0:
+        k = _close(low, words, tok, o, starts, ends, owner, values, long, k, row)
+    n_bytes = i - 1 - first - shrink
+    return i, o, k, n_bytes, n_bytes - cont, solid, wide
+
+
+# What a JSON escape `\\e` decodes to (0: not an escape; \\u is read apart).
+_ESCAPED = np.zeros(256, np.uint8)
+for _e, _b in ((34, 34), (92, 92), (47, 47), (110, 10), (116, 9), (114, 13), (98, 8), (102, 12)):
+    _ESCAPED[_e] = _b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _close(low, words, s, e, starts, ends, owner, values, long, k, row):
+    """Write token `low[s:e]` at `k`: its span, row and `token_value` (the bytes of one 8-byte load when at
+    most 8 and no NUL, else the long hash); returns k + 1."""
+    starts[k], ends[k], owner[k] = s, e, row
+    x = words[s]
+    short = e - s <= 8 and _first_zero_byte(x) >= e - s
+    long[k] = not short
+    values[k] = x & _LOW_BYTES[e - s] if short else _long_value(low, s, e)
+    return k + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _maybe_space(cp) -> bool:
+    """Could code point `cp` (>= 0x80) be one `str.isspace` calls space? (They are U+0085, U+00A0, >= U+1680.)"""
+    return cp == 0x85 or cp == 0xA0 or cp >= 0x1680
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_point(data, i, end):
+    """The code point of the `\\uXXXX` escape whose hex digits start at `data[i]` (a surrogate pair read as
+    one), and the index after it; (-1, 0) when not JSON."""
+    if i + 4 > end:
+        return -1, 0
+    cp = 0
+    for j in range(4):
+        h = _hex(data[i + j])
+        if h < 0:
+            return -1, 0
+        cp = cp * 16 + h
+    i += 4
+    if 0xD800 <= cp <= 0xDBFF and i + 6 <= end and data[i] == 92 and data[i + 1] == 117:
+        low = 0
+        for j in range(4):
+            h = _hex(data[i + 2 + j])
+            low = low * 16 + h if h >= 0 and low >= 0 else -1
+        if 0xDC00 <= low <= 0xDFFF:
+            return i + 6, 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+    return i, cp
+
+
+@numba.njit(cache=True, nogil=True)
+def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, low, words):
+    """Read a chunk of JSONL lines (uint8, valid UTF-8) the way ProX's reader does, and tokenise the texts the
+    way `EvalIndex` does, in one pass, when every line is plain enough to be sure of that: one JSON object per
+    non-blank line, its text field a string that is neither blank nor too long, its id field absent, null, a
+    string or an integer, neither holding a lone surrogate, no line over `max_line_bytes` or nesting deeper
+    than _MAX_DEPTH, no NaN/Infinity, no repeated text or id key, no escaped key. Anything else: `ok` False,
+    and the caller reads the chunk another way. `table`: the index's ASCII byte table; `low`: uint8, at least
+    len(data) + 8, and `words` its `unaligned_words`, take the tokens' translated bytes.
+
+    Returns `(ok, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, o, first, starts, ends, owner,
+    values, long)`: per row its line index, 0 = no id (ProX makes one) / 1 = a string / 2 = an integer (its
+    digits, as `str` writes them), the ids' UTF-8 back to back (int64 offsets, len = rows + 1), the text's UTF-8
+    bytes, whether it has a non-ASCII character (its tokens here are not the index's), its line's byte span
+    (rows x 2); the bytes of `low` used, each row's first token, and per token its span in `low`, row, value and
+    long mask (as `ascii_tokens`)."""
+    n = len(data)
+    plain = np.zeros(256, np.bool_)
+    for b in range(33, 127):
+        plain[b] = b != 34 and b != 92 and table[b] != SPACE
+    lines = 0
+    for i in range(n):
+        lines += data[i] == 10
+    lines += n > 0 and data[n - 1] != 10
+    rows = np.empty(lines, np.int64)
+    id_offsets = np.zeros(lines + 1, np.int64)
+    id_kind = np.zeros(lines, np.int8)
+    id_bytes = np.empty(n, np.uint8)
+    n_bytes = np.empty(lines, np.int64)
+    wide = np.zeros(lines, np.bool_)
+    line_spans = np.empty((lines, 2), np.int64)
+    first = np.empty(lines, np.int64)
+    cap = n // 2 + lines + 1
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    owner = np.empty(cap, np.int64)
+    values = np.empty(cap, np.uint64)
+    long = np.empty(cap, np.bool_)
+    scratch = np.empty(n, np.uint8)
+    r, k, line, start, o, io_ = 0, 0, 0, 0, 0, 0
+    fail = (False, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, o, first, starts, ends, owner,
+            values, long)  # fmt: skip
+    while start < n:
+        i = start
+        while i < n and _BLANK[data[i]] and data[i] != 10:  # ProX skips lines `bytes.strip` empties
+            i += 1
+        if i < n and data[i] != 10:
+            # Parsed up to the line's end: a raw newline is in no JSON token, so reading stops there.
+            i = start
+            while i < n and _JSON_SPACE[data[i]]:
+                i += 1
+            if i >= n or data[i] != 123:  # {
+                return fail
+            i += 1
+            while i < n and _JSON_SPACE[data[i]]:
+                i += 1
+            seen_text, seen_id = False, False
+            kind, i0, o0, k0 = 0, io_, o, k
+            if i < n and data[i] == 125:
+                i += 1
+            else:
+                while True:
+                    if i >= n or data[i] != 34:
+                        return fail
+                    ks = i + 1
+                    i = ks
+                    while i < n and data[i] != 34 and data[i] != 92 and data[i] >= 32:
+                        i += 1
+                    if i >= n or data[i] != 34:  # an escaped key (or not JSON): read the exact way
+                        return fail
+                    is_text = i - ks == len(text_key)
+                    is_id = i - ks == len(id_key)
+                    for j in range(i - ks):
+                        is_text = is_text and data[ks + j] == text_key[j]
+                        is_id = is_id and data[ks + j] == id_key[j]
+                    i += 1
+                    while i < n and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i >= n or data[i] != 58:  # :
+                        return fail
+                    i += 1
+                    while i < n and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i >= n:
+                        return fail
+                    if is_text:
+                        if seen_text or data[i] != 34:
+                            return fail
+                        seen_text = True
+                        i, o, k, size, chars, solid, is_wide = _text_tokens(
+                            data, i + 1, n, table, plain, low, words, o0, starts, ends, owner, values, long, k0, r
+                        )
+                        if i >= 0 and (chars > max_text_chars or not solid):  # too long; blank (or maybe)
+                            return fail
+                        if is_wide:
+                            o, k = o0, k0
+                        n_bytes[r], wide[r] = size, is_wide
+                    elif is_id:
+                        if seen_id:
+                            return fail
+                        seen_id = True
+                        b = data[i]
+                        if b == 34:
+                            kind = 1
+                            i, io_ = _string(data, i + 1, n, id_bytes, i0, True)
+                        elif b == 45 or 48 <= b <= 57:
+                            s = i
+                            i, integer = _number(data, i, n)
+                            if i < 0 or not integer or (i - s == 2 and b == 45 and data[s + 1] == 48):
+                                return fail  # a float id, or -0 (str(int) writes 0)
+                            kind = 2
+                            for j in range(s, i):
+                                id_bytes[i0 + j - s] = data[j]
+                            io_ = i0 + i - s
+                        else:
+                            i = _literal(data, i, n, _NULL)
+                    else:
+                        i = _skip_value(data, i, n, scratch)
+                    if i < 0:
+                        return fail
+                    while i < n and _JSON_SPACE[data[i]]:
+                        i += 1
+                    if i < n and data[i] == 44:  # ,
+                        i += 1
+                        while i < n and _JSON_SPACE[data[i]]:
+                            i += 1
+                        continue
+                    if i < n and data[i] == 125:  # }
+                        i += 1
+                        break
+                    return fail
+            while i < n and _JSON_SPACE[data[i]]:
+                i += 1
+            if (i < n and data[i] != 10) or not seen_text or i - start > max_line_bytes:
+                return fail
+            rows[r], id_kind[r], id_offsets[r + 1], first[r] = line, kind, io_, k0
+            line_spans[r, 0], line_spans[r, 1] = start, i
+            r += 1
+        while i < n and data[i] != 10:  # a blank line's rest
+            i += 1
+        line += 1
+        start = i + 1
+    return (True, rows[:r], id_kind[:r], id_offsets[: r + 1], id_bytes[:io_], n_bytes[:r], wide[:r],
+            line_spans[:r], o, first[:r], starts[:k], ends[:k], owner[:k], values[:k], long[:k])  # fmt: skip

@@ -38,7 +38,7 @@ from rayflow.data.decontam.evalsets import EvalSetConfig, Example, read_eval_set
 from rayflow.data.decontam.evidence import EvidenceDB
 from rayflow.data.decontam.index import EvalIndex
 from rayflow.data.decontam.minkprob import MinKConfig, MinKTask
-from rayflow.data.decontam.reading import read_chunks
+from rayflow.data.decontam.reading import TokenChunk, read_chunks
 from rayflow.data.decontam.rules import RULES, NormalizeConfig, Rule, RulesConfig, tokenize, verdict
 from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.data.prox.output import DATA, ERRORS, Output, OutputMismatchError, error_table
@@ -194,9 +194,26 @@ class Scanner:
     def __call__(self, batch: pa.Table):
         for item in batch.to_pylist():
             file = InputFile(item["path"], item["source"], item["format"])
-            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes):
-                good, bad = self.output.commit(self.scan(rows))
+            # Without the filter no text is needed: plain JSONL chunks come tokenised by the reader.
+            table = None if self.filter.enabled else self.index.ascii_table
+            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes, table):
+                block = self.scan_tokens(rows, file) if isinstance(rows, TokenChunk) else self.scan(rows)
+                good, bad = self.output.commit(block)
                 yield pa.table([[good], [bad]], schema=COUNTS)
+
+    def scan_tokens(self, chunk: TokenChunk, file: InputFile) -> pa.Table:
+        """A chunk the reader tokenised -> `SCAN_SCHEMA` (good rows only, no fragments)."""
+        started = time.process_time()
+        n = len(chunk.rows)
+        doc, example, length, pos, doc_pos = self.index.scan_tokens(chunk)
+        order = np.argsort(doc, kind="stable")
+        hits = _hits_column(n, doc[order], *(a[order] for a in (example, length, pos, doc_pos)))
+        source, empty = pa.repeat(pa.scalar(file.source, pa.string()), n), pa.repeat(pa.scalar("", pa.string()), n)
+        nulls = pa.nulls(n, pa.string())
+        scan_s = pa.array(np.full(n, (time.process_time() - started) / max(n, 1)))
+        columns = [source, pa.array(chunk.rows), chunk.ids, pa.array(chunk.n_bytes), scan_s, hits,
+                   pa.nulls(n, pa.list_(pa.string())), nulls, empty, empty]  # fmt: skip
+        return pa.table(columns, schema=SCAN_SCHEMA)
 
     def scan(self, batch: pa.Table) -> pa.Table:
         """One chunk (`reading.ROWS_SCHEMA`) -> `SCAN_SCHEMA`: hits as Arrow list columns straight from the
@@ -208,11 +225,7 @@ class Scanner:
         doc, example, length, pos, doc_pos = self.index.scan_arrays(text.filter(good) if len(rows) < len(text) else text)
         order = np.argsort(doc, kind="stable")
         doc = rows[doc[order]]
-        offsets = np.zeros(len(text) + 1, np.int32)
-        np.cumsum(np.bincount(doc, minlength=len(text)), out=offsets[1:])
-        hits = pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(
-            [pa.array(a[order], t.type) for a, t in zip((example, length, pos, doc_pos), HIT)],
-            fields=list(HIT)))  # fmt: skip
+        hits = _hits_column(len(text), doc, *(a[order] for a in (example, length, pos, doc_pos)))
         n_bytes = pc.if_else(good, pc.fill_null(pc.binary_length(text), 0), 0).cast(pa.int64())
         fragments: list[list[str] | None] = [None] * len(text)
         if self.filter.enabled:
@@ -227,6 +240,14 @@ class Scanner:
         columns.update(n_bytes=n_bytes, hits=hits, fragments=pa.array(fragments, pa.list_(pa.string())))
         columns["scan_s"] = pa.array(np.full(len(text), (time.process_time() - started) / max(len(text), 1)))
         return pa.table({name: columns[name] for name in SCAN_SCHEMA.names}, schema=SCAN_SCHEMA)
+
+
+def _hits_column(n: int, doc: np.ndarray, *hit: np.ndarray) -> pa.ListArray:
+    """Per document (0..n-1), its hits as a list of `HIT` structs; `doc` sorted, `hit` its hits' fields."""
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(doc, minlength=n), out=offsets[1:])
+    fields = [pa.array(a, t.type) for a, t in zip(hit, HIT)]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(fields, fields=list(HIT)))
 
 
 def load_examples(cfg: DecontamConfig) -> list[Example]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 from collections.abc import Container, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -47,22 +49,44 @@ class _Skip(Container[int]):
         return row < self.before or row in self.done  # type: ignore[operator]
 
 
+@dataclass
+class TokenChunk:
+    """A chunk read by `kernels.jsonl_tokens`: its good rows (ids, `row` indexes, the texts' UTF-8 bytes) and the
+    texts' tokens, ready for `EvalIndex.scan_tokens`. `spans`: the ASCII texts' tokens (`EvalIndex`'s spans, row
+    = index in this chunk); `wide_rows`/`wide_texts`: the rows whose text has a non-ASCII character, and those
+    texts (tokenised by the index as Unicode)."""
+
+    ids: pa.Array
+    rows: np.ndarray
+    n_bytes: np.ndarray
+    spans: tuple
+    wide_rows: np.ndarray
+    wide_texts: list[str]
+
+
 def read_chunks(
-    fs: pafs.FileSystem, file: InputFile, options: ReadOptions, skip: Container[int], chunk_bytes: int
-) -> Iterator[pa.Table]:
+    fs: pafs.FileSystem,
+    file: InputFile,
+    options: ReadOptions,
+    skip: Container[int],
+    chunk_bytes: int,
+    ascii_table: np.ndarray | None = None,
+) -> Iterator[pa.Table | TokenChunk]:
     """The file's rows not in `skip`, as `ROWS_SCHEMA` tables of about `chunk_bytes` of input each; bad rows are
-    ProX's error records (`error` set, `text` empty)."""
+    ProX's error records (`error` set, `text` empty). With `ascii_table` (`EvalIndex.ascii_table`), a chunk
+    of plain JSONL lines none of which is skipped comes as a `TokenChunk` instead: read and tokenised in one
+    compiled pass, no text column."""
     fast = file.format == "jsonl" and not file.path.endswith((".gz", ".zst", ".bz2"))
     start_row = 0
     if fast:
         for first_row, chunk in _line_chunks(fs, file.path, chunk_bytes, options.max_line_bytes):
-            table = None if chunk is None else _parse(chunk, first_row, file, options)
+            table = None if chunk is None else _read(chunk, first_row, file, options, skip, ascii_table)
             if table is None:
                 start_row = first_row
                 break
-            if len(skip_rows := [r for r in table.column("row").to_pylist() if r in skip]):
+            if isinstance(table, pa.Table) and (skip_rows := [r for r in table.column("row").to_pylist() if r in skip]):
                 table = table.filter(pc.invert(pc.is_in(table.column("row"), pa.array(skip_rows, pa.int64()))))
-            if len(table):
+            if len(table.rows if isinstance(table, TokenChunk) else table):
                 yield table
         else:
             return
@@ -113,15 +137,49 @@ def _line_chunks(fs: pafs.FileSystem, path: str, chunk_bytes: int, max_line_byte
                 return
 
 
-def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> pa.Table | None:
-    """The chunk's rows read by Arrow, or None when ProX might read any line of it differently."""
+def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
+          ascii_table: np.ndarray | None) -> pa.Table | TokenChunk | None:  # fmt: skip
+    """The chunk's rows, or None when ProX might read any line of it differently: tokenised by the compiled
+    JSONL pass when `ascii_table` is given, every line is plain and none is in `skip`, else by Arrow's JSON
+    reader."""
     if first_row == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk = b" " * len(codecs.BOM_UTF8) + chunk[len(codecs.BOM_UTF8) :]  # ProX drops it; a space keeps offsets
     if not chunk.isascii():
-        try:  # Arrow's UTF-8 check (several times `bytes.decode`'s speed); its JSON reader checks none
+        try:  # Arrow's UTF-8 check (several times `bytes.decode`'s speed); neither JSON pass checks it
             pa.array([chunk], pa.binary()).cast(pa.string())
         except pa.ArrowInvalid:
             return None
+    tokens = None if ascii_table is None else _tokens(chunk, first_row, file, options, skip, ascii_table)
+    return tokens or _parse(chunk, first_row, file, options)
+
+
+def _tokens(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
+            ascii_table: np.ndarray) -> TokenChunk | None:  # fmt: skip
+    """The chunk by `kernels.jsonl_tokens`, or None when it cannot vouch for every line or a row is skipped."""
+    text_key, id_key = options.text_field.encode(), options.id_field.encode()
+    if text_key == id_key:
+        return None
+    low = np.empty(len(chunk) + 8, np.uint8)
+    ok, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, used, *tokens = kernels.jsonl_tokens(
+        np.frombuffer(chunk, np.uint8), np.frombuffer(text_key, np.uint8), np.frombuffer(id_key, np.uint8),
+        options.max_line_bytes, options.max_text_chars, ascii_table, low, kernels.unaligned_words(low),
+    )  # fmt: skip
+    rows += first_row
+    if not ok or (skip and any(r in skip for r in rows.tolist())):
+        return None
+    ids = pa.StringArray.from_buffers(len(rows), pa.py_buffer(id_offsets.astype(np.int32)), pa.py_buffer(id_bytes))
+    if (missing := id_kind == 0).any():
+        default = pc.binary_join_element_wise(file.source, pa.array(rows).cast(pa.string()), ":")
+        ids = pc.if_else(pa.array(missing), default, ids)
+    wide_rows = np.flatnonzero(wide)
+    wide_texts = [json.loads(chunk[s:e])[options.text_field] for s, e in line_spans[wide_rows].tolist()]
+    first, starts, ends, owner, values, long = tokens
+    spans = (low[:used].tobytes(), starts, ends, owner, first, values, long)  # `EvalIndex._match`'s order
+    return TokenChunk(ids, rows, n_bytes, spans, wide_rows, wide_texts)
+
+
+def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> pa.Table | None:
+    """The chunk's rows read by Arrow's JSON reader, or None when ProX might read any line of it differently."""
     starts, ends, blank, brackets, digits = kernels.line_marks(np.frombuffer(chunk, np.uint8))
     if (ends - starts).max(initial=0) > options.max_line_bytes or digits > _MAX_DIGITS:
         return None

@@ -1,25 +1,60 @@
 """The scan's corpus reader: whatever a file holds, it yields exactly the rows ProX's reader yields (same keys,
-ids, texts and error kinds), reading clean chunks with Arrow and handing the rest of a file to ProX (no Ray)."""
+ids, texts and error kinds), reading clean chunks with Arrow and handing the rest of a file to ProX (no Ray);
+and chunks it tokenises itself (`TokenChunk`) hold the same rows, texts' byte sizes and tokens as the index
+makes of ProX's texts."""
 
 import codecs
 import json
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from rayflow.data.decontam import reading
+from rayflow.data.decontam.index import EvalIndex
+from rayflow.data.decontam.rules import NormalizeConfig
 from rayflow.data.prox.reader import ReadOptions, filesystem, list_inputs, read_rows
 
 OPTIONS = ReadOptions(max_line_bytes=3000, max_text_chars=100)
 GOOD = [json.dumps({"id": f"d{i}", "text": f"document {i} text ÿ 東京", "meta": {"k": [i]}}) for i in range(30)]
+INDEX = EvalIndex([["a"]], [1], NormalizeConfig())
 
 
-def rows_of(path, chunk_bytes, skip=frozenset()):
+def _tokens(texts):
+    tokens, owner = INDEX.tokens(texts)
+    per_text = [[] for _ in texts]
+    for t, d in zip(tokens.to_pylist(), owner.tolist()):
+        per_text[d].append(t)
+    return per_text
+
+
+def _rows(item, fields):
+    """A yielded chunk's rows as dicts of `fields` (+ the text's UTF-8 size and tokens for good rows)."""
+    if isinstance(item, reading.TokenChunk):
+        buf, starts, ends, owner, *_ = item.spans
+        tokens = [[] for _ in item.rows]
+        for s, e, d in zip(starts.tolist(), ends.tolist(), owner.tolist()):
+            tokens[d].append(buf[s:e].decode())
+        for d, t in zip(item.wide_rows.tolist(), _tokens(item.wide_texts)):
+            tokens[d] = t
+        rows = zip(item.rows.tolist(), item.ids.to_pylist(), item.n_bytes.tolist(), tokens)
+        return [{"source": "c.jsonl", "row": r, "id": i, "error": None, "n_bytes": n, "tokens": t}
+                for r, i, n, t in rows]  # fmt: skip
+    rows = item.to_pylist()
+    for r, t in zip(rows, _tokens([r["text"] for r in rows])):
+        r["n_bytes"], r["tokens"] = (len(r["text"].encode()), t) if r["error"] is None else (None, None)
+    return [{k: r[k] for k in fields} for r in rows]
+
+
+def rows_of(path, chunk_bytes, skip=frozenset(), tokenise=False):
+    """(rows `read_chunks` yields, rows ProX's reader yields), as `_rows` dicts; `tokenise`: pass the index's
+    ASCII table (plain chunks come as `TokenChunk`s)."""
     fs, _ = filesystem(str(path))
     (file,) = list_inputs(str(path))
-    fields = ["source", "row", "id", "text", "error"]
-    got = [r for t in reading.read_chunks(fs, file, OPTIONS, skip, chunk_bytes) for r in t.select(fields).to_pylist()]
-    want = [{k: r[k] for k in fields} for b in read_rows(fs, file, OPTIONS, skip) for r in b]
+    fields = ["source", "row", "id", "error", "n_bytes", "tokens"]
+    table = INDEX.ascii_table if tokenise else None
+    got = [r for t in reading.read_chunks(fs, file, OPTIONS, skip, chunk_bytes, table) for r in _rows(t, fields)]
+    want = [r for b in read_rows(fs, file, OPTIONS, skip) for r in _rows(pa.Table.from_pylist(b), fields)]
     return got, want
 
 
@@ -46,11 +81,12 @@ def rows_of(path, chunk_bytes, skip=frozenset()):
         '{"id": "nan", "text": "t", "x": NaN}',
     ],
 )
-def test_every_line_reads_as_prox_reads_it(tmp_path, bad):
+@pytest.mark.parametrize("tokenise", [False, True])
+def test_every_line_reads_as_prox_reads_it(tmp_path, bad, tokenise):
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(GOOD[:10] + [bad] + GOOD[10:]) + "\n", encoding="utf-8")
     for chunk_bytes in (64, 700, 1 << 20):  # a line per chunk, a few, the whole file
-        got, want = rows_of(path, chunk_bytes)
+        got, want = rows_of(path, chunk_bytes, tokenise=tokenise)
         assert got == want
 
 
@@ -83,3 +119,39 @@ def test_a_line_that_is_not_utf8_reads_as_prox_reads_it(tmp_path):
     path.write_bytes(b"\n".join(lines) + b"\n")
     got, want = rows_of(path, 700)
     assert got == want and [r["error"] for r in got if r["error"]] == ["not_utf8"]
+
+
+# Lines the compiled pass reads itself: every escape, ids of each kind, nesting, odd spacing, non-ASCII texts.
+PLAIN = [
+    r'{"id": "esc", "text": "Tab\there, \"quoted\", back\\slash\/ new\nline \b \f \r end"}',
+    r'{"id": "u", "text": "\u0041BC d\u00e9f \u6771\u4eac \ud83d\ude00 x\u0000y ok"}',
+    r'{"id": "mid", "text": "ab\u0063de fgh\"ij"}',
+    '{"id": -12, "text": "integer id"}',
+    '{"id": 0, "text": "zero id", "n": -0.5e+3}',
+    '{"id": null, "text": "null id"}',
+    '{"text": "no id", "other": {"a": [1, {"b": []}, {}], "c": "\\ud800 lone elsewhere"}, "t": true}',
+    '  {  "text" :  "spaced out"  ,  "id" : "sp"  }  \r',
+    r'{"id": "long", "text": "Supercalifragilistic expialidocious WORD w\u0000rd a-b_c 1,000.5"}',
+    '{"id": "é東", "text": "ünïcödé text ＦＵＬＬ width"}',
+    '{"id": "punct", "text": "!!!...??? done"}',
+    r'{"id": "ctl", "text": "\u001c\u001fword\u000b"}',
+    r'{"id": "ws", "text": "\u3000 x"}',
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 700, 1 << 20])
+def test_plain_lines_are_tokenised_by_the_compiled_pass(tmp_path, monkeypatch, chunk_bytes):
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(PLAIN + GOOD) + "\n", encoding="utf-8")
+    monkeypatch.setattr(reading, "_parse", lambda *a: pytest.fail("a plain chunk went to Arrow"))
+    got, want = rows_of(path, chunk_bytes, tokenise=True)
+    assert got == want and len(got) == len(PLAIN) - 2 + len(GOOD)
+
+
+def test_tokenised_chunks_with_skipped_rows_are_read_by_arrow(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(PLAIN + GOOD) + "\n", encoding="utf-8")
+    got, want = rows_of(path, 700, skip=frozenset({0, 20}), tokenise=True)
+    assert got == want and {r["row"] for r in got}.isdisjoint({0, 20})
