@@ -27,18 +27,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    GenerationConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+# torch and transformers are imported by the functions that build: every job driver and engine actor resolves
+# `tiny:` names, and for a model already in the cache that is a path lookup, not ~6 CPU-seconds of imports.
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 CORPUS_PATH = Path(__file__).with_name("tiny_corpus.txt")
 
@@ -85,9 +79,10 @@ SIZES: dict[str, dict] = {
 for _name, _preset in SIZES.items():
     assert _preset["hidden_size"] // _preset["num_attention_heads"] >= 64, f"{_name}: head_dim < 64"
 
-ARCHS: dict[str, tuple[type, type[PreTrainedModel]]] = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+# Config and model class names in transformers.
+ARCHS: dict[str, tuple[str, str]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
 }
 
 # Bump when a change to the corpus, presets or training would make old cached models stale.
@@ -109,6 +104,9 @@ def train_tokenizer(
     chat generations stop at the end of the assistant turn; ``<|bos|>`` exists but is never added
     automatically.
     """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     text = Path(corpus_path or CORPUS_PATH).read_text(encoding="utf-8")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -155,8 +153,11 @@ def build_tiny_model(
         raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
+    import torch
+    import transformers
+
     tokenizer = tokenizer or train_tokenizer()
-    config_cls, model_cls = ARCHS[arch]
+    config_cls, model_cls = (getattr(transformers, cls) for cls in ARCHS[arch])
     preset = dict(SIZES[size])
     lr = preset.pop("lr")
     config = config_cls(
@@ -177,7 +178,7 @@ def build_tiny_model(
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    GenerationConfig(
+    transformers.GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -197,6 +198,8 @@ def _pretrain(
     batch_size: int = 8,
 ) -> None:
     """Next-token training on random windows of the corpus, just enough for word-like greedy output."""
+    import torch
+
     ids = torch.tensor(tokenizer(CORPUS_PATH.read_text(encoding="utf-8"))["input_ids"])
     # A private generator keeps window sampling reproducible whatever else touches the global RNG.
     gen = torch.Generator().manual_seed(seed)
@@ -293,6 +296,8 @@ def resolve_model(name: str) -> str:
             if not tok_dir.is_dir():
                 with _staging(tok_dir) as tmp:
                     train_tokenizer().save_pretrained(tmp)
+            from transformers import PreTrainedTokenizerFast
+
             with _staging(target) as tmp:
                 build_tiny_model(
                     tmp,
