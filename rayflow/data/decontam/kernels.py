@@ -397,107 +397,18 @@ def _skip_value(data, i, end, scratch):
 
 
 @numba.njit(cache=True, nogil=True)
-def _text_tokens(data, i, end, table, plain, low, words, o, starts, ends, owner, values, long, k, row):
-    """Read the JSON string opening at `data[i - 1]` (a document's text) and tokenise it the way `ascii_tokens`
-    does the translated bytes: each decoded byte through `table` (the index's ASCII table), token bytes into
-    `low[o:]` (`words`: its `unaligned_words`), each token's span in `low`, `row` and value written at `k`,
-    `k + 1`... `plain[b]`: byte b stands for itself and is a token byte (most of a text: copied in a tight loop).
-
-    Returns `(i, o, k, n_bytes, chars, solid, wide)`: the index after the closing quote (-1 when json.loads
-    would refuse the string or it holds a lone surrogate), the ends of `low` and of the tokens, the decoded
-    text's UTF-8 bytes and characters, whether it has a character that is surely not a space, and whether it has
-    a non-ASCII one (then its tokens are not these: the caller tokenises it as Unicode)."""
-    first = i
-    shrink, cont, solid, wide, tok = 0, 0, False, False, -1  # shrink: escapes' bytes over what they decode to
-    while True:
-        if i >= end:
-            return -1, o, k, 0, 0, solid, wide
-        b = data[i]
-        i += 1
-        if plain[b]:
-            if tok < 0:
-                tok, solid = o, True
-            low[o] = table[b]
-            o += 1
-            while i < end and plain[data[i]]:
-                low[o] = table[data[i]]
-                o += 1
-                i += 1
-            continue
-        if b == 34:  # "
-            break
-        if b >= 0x80:  # raw UTF-8 (the chunk is valid UTF-8)
-            wide = True
-            if b < 0xC0:
-                cont += 1
-            else:  # a lead byte; Unicode spaces are U+0085, U+00A0 (lead C2) and others led by E1, E2 or E3
-                solid |= b >= 0xC3 and not 0xE1 <= b <= 0xE3
-            continue
-        if b < 32:  # json.loads refuses control characters in strings
-            return -1, o, k, 0, 0, solid, wide
-        if b == 92:  # an escape: one decoded character
-            if i >= end:
-                return -1, o, k, 0, 0, solid, wide
-            e = data[i]
-            i += 1
-            if e == 117:
-                at = i
-                i, cp = _code_point(data, i, end)
-                if i < 0 or 0xD800 <= cp <= 0xDFFF:  # not JSON, or a lone surrogate (ProX: invalid_unicode)
-                    return -1, o, k, 0, 0, solid, wide
-                if cp >= 0x80:
-                    size = 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
-                    shrink += i - at + 2 - size
-                    cont += size - 1
-                    wide = True
-                    solid |= not _maybe_space(cp)
-                    continue
-                shrink += i - at + 1
-                b = cp
-            else:
-                shrink += 1
-                b = _ESCAPED[e]
-                if b == 0 and e != 48:  # (no escape decodes to NUL but \u0000, handled above)
-                    return -1, o, k, 0, 0, solid, wide
-            if table[b] != SPACE:  # a decoded token byte
-                if tok < 0:
-                    tok, solid = o, True
-                low[o] = table[b]
-                o += 1
-                continue
-        # A break: ends the token.
-        solid |= not _PY_SPACE[b]
-        if tok >= 0:
-            k = _close(low, words, tok, o, starts, ends, owner, values, long, k, row)
-            tok = -1
-    if tok >= 0:
-        k = _close(low, words, tok, o, starts, ends, owner, values, long, k, row)
-    n_bytes = i - 1 - first - shrink
-    return i, o, k, n_bytes, n_bytes - cont, solid, wide
-
-
-# What a JSON escape `\\e` decodes to (0: not an escape; \\u is read apart).
-_ESCAPED = np.zeros(256, np.uint8)
-for _e, _b in ((34, 34), (92, 92), (47, 47), (110, 10), (116, 9), (114, 13), (98, 8), (102, 12)):
-    _ESCAPED[_e] = _b
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _close(low, words, s, e, starts, ends, owner, values, long, k, row):
-    """Write token `low[s:e]` at `k`: its span, row and `token_value` (the bytes of one 8-byte load when at
-    most 8 and no NUL, else the long hash); returns k + 1."""
-    starts[k], ends[k], owner[k] = s, e, row
-    x = words[s]
-    short = e - s <= 8 and _first_zero_byte(x) >= e - s
-    long[k] = not short
-    values[k] = x & _LOW_BYTES[e - s] if short else _long_value(low, s, e)
-    return k + 1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _maybe_space(cp) -> bool:
-    """Could code point `cp` (>= 0x80) be one `str.isspace` calls space? (They are U+0085, U+00A0, >= U+1680.)"""
-    return cp == 0x85 or cp == 0xA0 or cp >= 0x1680
+def token_values_at(low, words, starts, ends, values, long, nul):
+    """`token_value` of every token `low[starts[k]:ends[k]]` (`words`: `low`'s `unaligned_words`) into
+    `values[k]`: the bytes of one 8-byte load when at most 8 and no NUL, else the long hash (`long[k]` set).
+    `nul`: may a token hold a NUL byte (else that check is skipped)."""
+    for k in range(len(starts)):
+        s, e = starts[k], ends[k]
+        x = words[s]
+        short = e - s <= 8 and (not nul or _first_zero_byte(x) >= e - s)
+        long[k] = not short
+        values[k] = x & _LOW_BYTES[min(e - s, 8)]
+        if not short:
+            values[k] = _long_value(low, s, e)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -524,25 +435,20 @@ def _code_point(data, i, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, low, words):
-    """Read a chunk of JSONL lines (uint8, valid UTF-8) the way ProX's reader does, and tokenise the texts the
-    way `EvalIndex` does, in one pass, when every line is plain enough to be sure of that: one JSON object per
-    non-blank line, its text field a string that is neither blank nor too long, its id field absent, null, a
-    string or an integer, neither holding a lone surrogate, no line over `max_line_bytes` or nesting deeper
-    than _MAX_DEPTH, no NaN/Infinity, no repeated text or id key, no escaped key. Anything else: `ok` False,
-    and the caller reads the chunk another way. `table`: the index's ASCII byte table; `low`: uint8, at least
-    len(data) + 8, and `words` its `unaligned_words`, take the tokens' translated bytes.
+def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, scratch):
+    """Read a chunk of JSONL lines (uint8, valid UTF-8) the way ProX's reader does, when every line is plain
+    enough to be sure of that: one JSON object per non-blank line, its text field a string of at most
+    `max_text_chars` characters, its id field absent, null, a string or an integer, neither holding a lone
+    surrogate, no line over `max_line_bytes` or nesting deeper than _MAX_DEPTH, no NaN/Infinity, no repeated
+    text or id key, no escaped key. Anything else: `ok` False, and the caller reads the chunk another way.
+    Whether a text is blank is left to the caller. `decoded`, `scratch`: uint8 buffers of len(data).
 
-    Returns `(ok, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, o, first, starts, ends, owner,
-    values, long)`: per row its line index, 0 = no id (ProX makes one) / 1 = a string / 2 = an integer (its
-    digits, as `str` writes them), the ids' UTF-8 back to back (int64 offsets, len = rows + 1), the text's UTF-8
-    bytes, whether it has a non-ASCII character (its tokens here are not the index's), its line's byte span
-    (rows x 2); the bytes of `low` used, each row's first token, and per token its span in `low`, row, value and
-    long mask (as `ascii_tokens`)."""
+    Returns `(ok, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans)`: per
+    row its line index, 0 = no id (ProX makes one) / 1 = a string / 2 = an integer (its digits, as `str` writes
+    them), the ids' UTF-8 back to back (int64 offsets, len = rows + 1); the text's span, in `data` between its
+    quotes, or in `decoded` when it holds an escape (`escaped`); its UTF-8 bytes, whether it has a non-ASCII
+    character, and its line's span (rows x 2)."""
     n = len(data)
-    plain = np.zeros(256, np.bool_)
-    for b in range(33, 127):
-        plain[b] = b != 34 and b != 92 and table[b] != SPACE
     lines = 0
     for i in range(n):
         lines += data[i] == 10
@@ -551,20 +457,13 @@ def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, 
     id_offsets = np.zeros(lines + 1, np.int64)
     id_kind = np.zeros(lines, np.int8)
     id_bytes = np.empty(n, np.uint8)
+    text_spans = np.empty((lines, 2), np.int64)
+    escaped = np.zeros(lines, np.bool_)
     n_bytes = np.empty(lines, np.int64)
     wide = np.zeros(lines, np.bool_)
     line_spans = np.empty((lines, 2), np.int64)
-    first = np.empty(lines, np.int64)
-    cap = n // 2 + lines + 1
-    starts = np.empty(cap, np.int64)
-    ends = np.empty(cap, np.int64)
-    owner = np.empty(cap, np.int64)
-    values = np.empty(cap, np.uint64)
-    long = np.empty(cap, np.bool_)
-    scratch = np.empty(n, np.uint8)
-    r, k, line, start, o, io_ = 0, 0, 0, 0, 0, 0
-    fail = (False, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, o, first, starts, ends, owner,
-            values, long)  # fmt: skip
+    r, line, start, io_, do = 0, 0, 0, 0, 0
+    fail = (False, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans)
     while start < n:
         i = start
         while i < n and _BLANK[data[i]] and data[i] != 10:  # ProX skips lines `bytes.strip` empties
@@ -580,7 +479,7 @@ def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, 
             while i < n and _JSON_SPACE[data[i]]:
                 i += 1
             seen_text, seen_id = False, False
-            kind, i0, o0, k0 = 0, io_, o, k
+            kind, i0 = 0, io_
             if i < n and data[i] == 125:
                 i += 1
             else:
@@ -612,14 +511,26 @@ def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, 
                         if seen_text or data[i] != 34:
                             return fail
                         seen_text = True
-                        i, o, k, size, chars, solid, is_wide = _text_tokens(
-                            data, i + 1, n, table, plain, low, words, o0, starts, ends, owner, values, long, k0, r
-                        )
-                        if i >= 0 and (chars > max_text_chars or not solid):  # too long; blank (or maybe)
+                        i += 1
+                        j = i
+                        while j < n and _PLAIN[data[j]]:
+                            j += 1
+                        if j < n and data[j] == 34:  # no escape, all ASCII: the text is these bytes
+                            text_spans[r, 0], text_spans[r, 1] = i, j
+                            n_bytes[r], chars, i = j - i, j - i, j + 1
+                        else:
+                            d0 = do
+                            i, do = _string(data, i, n, decoded, do, True)
+                            if i < 0:
+                                return fail
+                            chars = 0
+                            for j in range(d0, do):
+                                chars += (decoded[j] & 0xC0) != 0x80
+                                wide[r] |= decoded[j] >= 0x80
+                            text_spans[r, 0], text_spans[r, 1] = d0, do
+                            escaped[r], n_bytes[r] = True, do - d0
+                        if chars > max_text_chars:
                             return fail
-                        if is_wide:
-                            o, k = o0, k0
-                        n_bytes[r], wide[r] = size, is_wide
                     elif is_id:
                         if seen_id:
                             return fail
@@ -658,12 +569,57 @@ def jsonl_tokens(data, text_key, id_key, max_line_bytes, max_text_chars, table, 
                 i += 1
             if (i < n and data[i] != 10) or not seen_text or i - start > max_line_bytes:
                 return fail
-            rows[r], id_kind[r], id_offsets[r + 1], first[r] = line, kind, io_, k0
+            rows[r], id_kind[r], id_offsets[r + 1] = line, kind, io_
             line_spans[r, 0], line_spans[r, 1] = start, i
             r += 1
         while i < n and data[i] != 10:  # a blank line's rest
             i += 1
         line += 1
         start = i + 1
-    return (True, rows[:r], id_kind[:r], id_offsets[: r + 1], id_bytes[:io_], n_bytes[:r], wide[:r],
-            line_spans[:r], o, first[:r], starts[:k], ends[:k], owner[:k], values[:k], long[:k])  # fmt: skip
+    return (True, rows[:r], id_kind[:r], id_offsets[: r + 1], id_bytes[:io_], text_spans[:r], escaped[:r],
+            n_bytes[:r], wide[:r], line_spans[:r])  # fmt: skip
+
+
+# Bytes a JSON string holds as themselves, ASCII (not `"`, `\\`, a control character or non-ASCII).
+_PLAIN = np.zeros(256, np.bool_)
+_PLAIN[32:127] = True
+_PLAIN[[34, 92]] = False
+
+
+@numba.njit(cache=True, nogil=True)
+def text_tokens(data, decoded, text_spans, escaped, skip, table, low, words, starts, ends, owner, values, long):
+    """The tokens of texts (ASCII bytes) the way `ascii_tokens` finds them in the translated bytes: each byte
+    through `table` (the index's ASCII table), token bytes back to back into `low` (`words`: its
+    `unaligned_words`); per token its span in `low`, text and `token_value` (as `token_values_at`). Text r is
+    `data` (or `decoded` when `escaped[r]`) at `text_spans[r]`; texts with `skip[r]` get none. The loop takes no
+    branch per byte: each byte is stored and the token bounds written unconditionally. Buffers: `low` at least
+    the texts' bytes + 8, the token arrays their bytes // 2 + 2.
+
+    Returns `(ok, k, first)`: False when a text has no token (blank, or punctuation only: the exact reader
+    tells), the number of tokens, and each text's first token index."""
+    first = np.empty(len(text_spans), np.int64)
+    o, k, nul = 0, 0, False
+    for r in range(len(text_spans)):
+        first[r] = k
+        if skip[r]:
+            continue
+        src = decoded if escaped[r] else data
+        if escaped[r]:  # only an escape (\\u0000) puts a NUL in a text
+            for at in range(text_spans[r, 0], text_spans[r, 1]):
+                nul |= decoded[at] == 0
+        inside = 0
+        for at in range(text_spans[r, 0], text_spans[r, 1]):
+            b = src[at]
+            t = table[b]
+            c = np.int64(t != SPACE)
+            low[o] = t
+            starts[k] = o  # kept (k moves on) where a token starts
+            k += c & (1 - inside)
+            ends[k] = o + c  # the end so far of token k - 1 (ends runs one ahead)
+            o += c
+            inside = c
+        if k == first[r]:
+            return False, k, first
+        owner[first[r] : k] = r
+    token_values_at(low, words, starts[:k], ends[1 : k + 1], values, long, nul)
+    return True, k, first

@@ -38,7 +38,7 @@ from rayflow.data.decontam.evalsets import EvalSetConfig, Example, read_eval_set
 from rayflow.data.decontam.evidence import EvidenceDB
 from rayflow.data.decontam.index import EvalIndex
 from rayflow.data.decontam.minkprob import MinKConfig, MinKTask
-from rayflow.data.decontam.reading import TokenChunk, read_chunks
+from rayflow.data.decontam.reading import TokenChunk, Tokeniser, read_chunks
 from rayflow.data.decontam.rules import RULES, NormalizeConfig, Rule, RulesConfig, tokenize, verdict
 from rayflow.data.engine_stage import StageConfig, engine_map
 from rayflow.data.prox.output import DATA, ERRORS, Output, OutputMismatchError, error_table
@@ -190,13 +190,14 @@ class Scanner:
         self.filter, self.gpt3_n = filter_cfg, gpt3_n
         self.fs, self.options, self.chunk_bytes = fs, options, chunk_bytes
         self.output = ScanOutput(output_uri)
+        self.tokeniser = Tokeniser(self.index.ascii_table)
 
     def __call__(self, batch: pa.Table):
         for item in batch.to_pylist():
             file = InputFile(item["path"], item["source"], item["format"])
             # Without the filter no text is needed: plain JSONL chunks come tokenised by the reader.
-            table = None if self.filter.enabled else self.index.ascii_table
-            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes, table):
+            tokeniser = None if self.filter.enabled else self.tokeniser
+            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes, tokeniser):
                 block = self.scan_tokens(rows, file) if isinstance(rows, TokenChunk) else self.scan(rows)
                 good, bad = self.output.commit(block)
                 yield pa.table([[good], [bad]], schema=COUNTS)

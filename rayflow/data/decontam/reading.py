@@ -51,7 +51,7 @@ class _Skip(Container[int]):
 
 @dataclass
 class TokenChunk:
-    """A chunk read by `kernels.jsonl_tokens`: its good rows (ids, `row` indexes, the texts' UTF-8 bytes) and the
+    """A chunk read by `kernels.jsonl_rows` and `text_tokens`: its good rows (ids, `row` indexes, the texts' UTF-8 bytes) and the
     texts' tokens, ready for `EvalIndex.scan_tokens`. `spans`: the ASCII texts' tokens (`EvalIndex`'s spans, row
     = index in this chunk); `wide_rows`/`wide_texts`: the rows whose text has a non-ASCII character, and those
     texts (tokenised by the index as Unicode)."""
@@ -64,23 +64,43 @@ class TokenChunk:
     wide_texts: list[str]
 
 
+class Tokeniser:
+    """What `read_chunks` tokenises plain chunks with: the index's ASCII byte table (`EvalIndex.ascii_table`)
+    and the compiled passes' buffers, kept from chunk to chunk (fresh memory costs more than the passes; a
+    `TokenChunk`'s token arrays are views of them, valid until the next chunk is read)."""
+
+    def __init__(self, ascii_table: np.ndarray):
+        self.table = ascii_table
+        self._size = -1
+
+    def buffers(self, n: int) -> tuple[np.ndarray, ...]:
+        """`(decoded, scratch, low, words, starts, ends, owner, values, long)` for a chunk of `n` bytes."""
+        if n > self._size:
+            self._size = max(n, 2 * self._size)
+            low = np.empty(self._size + 8, np.uint8)
+            cap = self._size // 2 + 2
+            self._buffers = (np.empty(self._size, np.uint8), np.empty(self._size, np.uint8), low,
+                             kernels.unaligned_words(low), *(np.empty(cap, np.int32) for _ in range(3)),
+                             np.empty(cap, np.uint64), np.empty(cap, np.bool_))  # fmt: skip
+        return self._buffers
+
+
 def read_chunks(
     fs: pafs.FileSystem,
     file: InputFile,
     options: ReadOptions,
     skip: Container[int],
     chunk_bytes: int,
-    ascii_table: np.ndarray | None = None,
+    tokeniser: Tokeniser | None = None,
 ) -> Iterator[pa.Table | TokenChunk]:
     """The file's rows not in `skip`, as `ROWS_SCHEMA` tables of about `chunk_bytes` of input each; bad rows are
-    ProX's error records (`error` set, `text` empty). With `ascii_table` (`EvalIndex.ascii_table`), a chunk
-    of plain JSONL lines none of which is skipped comes as a `TokenChunk` instead: read and tokenised in one
-    compiled pass, no text column."""
+    ProX's error records (`error` set, `text` empty). With a `tokeniser`, a chunk of plain JSONL lines none of
+    which is skipped comes as a `TokenChunk` instead: read and tokenised in one compiled pass, no text column."""
     fast = file.format == "jsonl" and not file.path.endswith((".gz", ".zst", ".bz2"))
     start_row = 0
     if fast:
         for first_row, chunk in _line_chunks(fs, file.path, chunk_bytes, options.max_line_bytes):
-            table = None if chunk is None else _read(chunk, first_row, file, options, skip, ascii_table)
+            table = None if chunk is None else _read(chunk, first_row, file, options, skip, tokeniser)
             if table is None:
                 start_row = first_row
                 break
@@ -138,9 +158,9 @@ def _line_chunks(fs: pafs.FileSystem, path: str, chunk_bytes: int, max_line_byte
 
 
 def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
-          ascii_table: np.ndarray | None) -> pa.Table | TokenChunk | None:  # fmt: skip
+          tokeniser: Tokeniser | None) -> pa.Table | TokenChunk | None:  # fmt: skip
     """The chunk's rows, or None when ProX might read any line of it differently: tokenised by the compiled
-    JSONL pass when `ascii_table` is given, every line is plain and none is in `skip`, else by Arrow's JSON
+    JSONL pass when a `tokeniser` is given, every line is plain and none is in `skip`, else by Arrow's JSON
     reader."""
     if first_row == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk = b" " * len(codecs.BOM_UTF8) + chunk[len(codecs.BOM_UTF8) :]  # ProX drops it; a space keeps offsets
@@ -149,32 +169,41 @@ def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, s
             pa.array([chunk], pa.binary()).cast(pa.string())
         except pa.ArrowInvalid:
             return None
-    tokens = None if ascii_table is None else _tokens(chunk, first_row, file, options, skip, ascii_table)
+    tokens = None if tokeniser is None else _tokens(chunk, first_row, file, options, skip, tokeniser)
     return tokens or _parse(chunk, first_row, file, options)
 
 
 def _tokens(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
-            ascii_table: np.ndarray) -> TokenChunk | None:  # fmt: skip
-    """The chunk by `kernels.jsonl_tokens`, or None when it cannot vouch for every line or a row is skipped."""
+            tokeniser: Tokeniser) -> TokenChunk | None:  # fmt: skip
+    """The chunk by `kernels.jsonl_rows` and `kernels.text_tokens`, or None when they cannot vouch for every line
+    or a row is skipped."""
     text_key, id_key = options.text_field.encode(), options.id_field.encode()
     if text_key == id_key:
         return None
-    low = np.empty(len(chunk) + 8, np.uint8)
-    ok, rows, id_kind, id_offsets, id_bytes, n_bytes, wide, line_spans, used, *tokens = kernels.jsonl_tokens(
-        np.frombuffer(chunk, np.uint8), np.frombuffer(text_key, np.uint8), np.frombuffer(id_key, np.uint8),
-        options.max_line_bytes, options.max_text_chars, ascii_table, low, kernels.unaligned_words(low),
+    decoded, scratch, *tokens = tokeniser.buffers(len(chunk))
+    data = np.frombuffer(chunk, np.uint8)
+    ok, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans = kernels.jsonl_rows(
+        data, np.frombuffer(text_key, np.uint8), np.frombuffer(id_key, np.uint8), options.max_line_bytes,
+        options.max_text_chars, decoded, scratch,
     )  # fmt: skip
     rows += first_row
     if not ok or (skip and any(r in skip for r in rows.tolist())):
+        return None
+    wide_rows = np.flatnonzero(wide)
+    wide_texts = [json.loads(chunk[s:e])[options.text_field] for s, e in line_spans[wide_rows].tolist()]
+    if any(not t.strip() for t in wide_texts):  # blank: an error record, made the exact way
+        return None
+    decoded = decoded.view()
+    decoded.flags.writeable = False  # the type `data` has: one compiled loop reads either
+    ok, k, first = kernels.text_tokens(data, decoded, text_spans, escaped, wide, tokeniser.table, *tokens)
+    if not ok:
         return None
     ids = pa.StringArray.from_buffers(len(rows), pa.py_buffer(id_offsets.astype(np.int32)), pa.py_buffer(id_bytes))
     if (missing := id_kind == 0).any():
         default = pc.binary_join_element_wise(file.source, pa.array(rows).cast(pa.string()), ":")
         ids = pc.if_else(pa.array(missing), default, ids)
-    wide_rows = np.flatnonzero(wide)
-    wide_texts = [json.loads(chunk[s:e])[options.text_field] for s, e in line_spans[wide_rows].tolist()]
-    first, starts, ends, owner, values, long = tokens
-    spans = (low[:used].tobytes(), starts, ends, owner, first, values, long)  # `EvalIndex._match`'s order
+    low, _, starts, ends, owner, values, long = tokens
+    spans = (low, starts[:k], ends[1 : k + 1], owner[:k], first, values[:k], long[:k])  # _match's order
     return TokenChunk(ids, rows, n_bytes, spans, wide_rows, wide_texts)
 
 

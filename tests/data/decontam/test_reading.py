@@ -34,7 +34,7 @@ def _rows(item, fields):
         buf, starts, ends, owner, *_ = item.spans
         tokens = [[] for _ in item.rows]
         for s, e, d in zip(starts.tolist(), ends.tolist(), owner.tolist()):
-            tokens[d].append(buf[s:e].decode())
+            tokens[d].append(bytes(buf[s:e]).decode())
         for d, t in zip(item.wide_rows.tolist(), _tokens(item.wide_texts)):
             tokens[d] = t
         rows = zip(item.rows.tolist(), item.ids.to_pylist(), item.n_bytes.tolist(), tokens)
@@ -47,13 +47,13 @@ def _rows(item, fields):
 
 
 def rows_of(path, chunk_bytes, skip=frozenset(), tokenise=False):
-    """(rows `read_chunks` yields, rows ProX's reader yields), as `_rows` dicts; `tokenise`: pass the index's
-    ASCII table (plain chunks come as `TokenChunk`s)."""
+    """(rows `read_chunks` yields, rows ProX's reader yields), as `_rows` dicts; `tokenise`: pass a `Tokeniser`
+    (plain chunks come as `TokenChunk`s)."""
     fs, _ = filesystem(str(path))
     (file,) = list_inputs(str(path))
     fields = ["source", "row", "id", "error", "n_bytes", "tokens"]
-    table = INDEX.ascii_table if tokenise else None
-    got = [r for t in reading.read_chunks(fs, file, OPTIONS, skip, chunk_bytes, table) for r in _rows(t, fields)]
+    tokeniser = reading.Tokeniser(INDEX.ascii_table) if tokenise else None
+    got = [r for t in reading.read_chunks(fs, file, OPTIONS, skip, chunk_bytes, tokeniser) for r in _rows(t, fields)]
     want = [r for b in read_rows(fs, file, OPTIONS, skip) for r in _rows(pa.Table.from_pylist(b), fields)]
     return got, want
 
