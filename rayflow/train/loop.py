@@ -63,6 +63,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -229,19 +230,23 @@ def fit(
     training fails beyond `cfg.max_failures`.
     """
     import ray.train
+    from ray import cloudpickle
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from rayflow.train.entry import train_worker
 
     storage = Path(storage_path).expanduser().resolve()
     storage.mkdir(parents=True, exist_ok=True)
     tensorboard_dir = storage / name / TENSORBOARD_SUBDIR
+    worker_config = {
+        "task": task,
+        "cfg": cfg,
+        "strategy": strategy or ZeroStrategy(),
+        "tensorboard_dir": str(tensorboard_dir),
+    }
     trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={
-            "task": task,
-            "cfg": cfg,
-            "strategy": strategy or ZeroStrategy(),
-            "tensorboard_dir": str(tensorboard_dir),
-        },
+        train_worker,
+        train_loop_config={"payload": cloudpickle.dumps(worker_config)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
@@ -644,6 +649,7 @@ class _Worker:
     def __init__(self, task: TrainTask, cfg: TrainLoopConfig, strategy: Strategy, tensorboard_dir: str):
         if not cfg.use_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        _prefer_own_ninja()
         import deepspeed
         import ray.train
 
@@ -781,6 +787,19 @@ class _Worker:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
 
+
+
+def _prefer_own_ninja() -> None:
+    """Put the `ninja` installed beside this interpreter first on PATH, where there is one.
+
+    DeepSpeed builds its CPU ops (the shm all-reduce) with torch's JIT builder, which runs the first `ninja` on
+    PATH and rebuilds when the build log was written by another version: the pip `ninja` (1.13) and Debian's
+    (1.11) hash commands differently, so workers started from a shell without the venv on PATH and workers of
+    a `ray job submit` (venv first) rebuilt the op in turn, ~60 CPU-seconds each time.
+    """
+    own = Path(sys.executable).parent
+    if (own / "ninja").is_file() and os.environ.get("PATH", "").split(os.pathsep)[0] != str(own):
+        os.environ["PATH"] = f"{own}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def check_equal_across_ranks(n: int, what: str) -> None:
