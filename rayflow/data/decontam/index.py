@@ -165,7 +165,7 @@ class EvalIndex:
         self.ascii_table = np.frombuffer(bytes(table), np.uint8)
 
     def _build_filters(self) -> None:
-        """Per hashed length: a bitmap of hash buckets (one-hash filter, a vectorised numpy lookup), the rbloom,
+        """Per hashed length: a bitmap of hash buckets (one-hash filter, bits packed in uint64s), the rbloom,
         and the exact map as arrays sorted by hash (n-gram values, and each n-gram's (example, position)s)."""
         self.blooms: dict[int, Bloom] = {}
         self.bitmaps: dict[int, tuple[np.ndarray, int]] = {}
@@ -178,7 +178,7 @@ class EvalIndex:
             bitmap = np.zeros(1 << bits, bool)
             with np.errstate(over="ignore"):
                 bitmap[(hashes * _MIX) >> np.uint64(64 - bits)] = True
-            self.bitmaps[m] = (bitmap, 64 - bits)
+            self.bitmaps[m] = (np.packbits(bitmap, bitorder="little").view("<u8"), 64 - bits)
             order = np.argsort(hashes, kind="stable")
             entries = [grams[g] for g in list(grams)]
             counts = np.array([len(e) for e in entries], np.int64)[order]
@@ -352,7 +352,7 @@ class EvalIndex:
         count = hi - lo
         inside = long[np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())]
         bad = [j for j in np.unique(inside).tolist()
-               if buf[starts[j] : ends[j]] != self.long_tokens.get(int(values[j]))]  # fmt: skip
+               if bytes(buf[starts[j] : ends[j]]) != self.long_tokens.get(int(values[j]))]  # fmt: skip
         if not bad:
             return np.ones(len(at), bool)
         bad = np.array(bad, np.int64)

@@ -21,6 +21,7 @@ _MIX = np.uint64(0xD6E8FEB86659FD93)  # index._MIX: spreads the hash over the to
 _SPACES = np.uint64(0x2020202020202020)
 _ONES = np.uint64(0x0101010101010101)
 _HIGHS = np.uint64(0x8080808080808080)
+_SIX, _LOW6, _ONE = np.uint64(6), np.uint64(63), np.uint64(1)
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], np.uint64)  # low n bytes
 
 
@@ -127,7 +128,8 @@ def window_candidates(
     values: np.ndarray, owner: np.ndarray, m: int, p: np.uint64, p_inv: np.uint64, bitmap: np.ndarray, shift: int
 ):
     """Start positions and hashes of the m-token windows inside one document whose `index.ngram_hash` falls in
-    a set bucket of `bitmap` (bucket = (hash * MIX) >> shift). The hash rolls: h(s + 1) = (h(s) - v[s]) * p_inv
+    a set bucket of `bitmap` (bucket = (hash * MIX) >> shift; uint64 words, bucket b = bit b % 64 of word
+    b // 64: 8 buckets a byte keep it in cache). The hash rolls: h(s + 1) = (h(s) - v[s]) * p_inv
     + v[s + m] * p**(m - 1), exact modulo 2**64 because p is odd."""
     n = len(values) - m + 1
     at = np.empty(max(n, 0), np.int64)
@@ -145,7 +147,8 @@ def window_candidates(
     for s in range(n):
         if s:
             h = (h - values[s - 1]) * p_inv + values[s + m - 1] * top
-        if owner[s] == owner[s + m - 1] and bitmap[(h * _MIX) >> sh]:
+        bucket = (h * _MIX) >> sh
+        if owner[s] == owner[s + m - 1] and (bitmap[bucket >> _SIX] >> (bucket & _LOW6)) & _ONE:
             at[found] = s
             hashes[found] = h
             found += 1
@@ -443,11 +446,11 @@ def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, 
     text or id key, no escaped key. Anything else: `ok` False, and the caller reads the chunk another way.
     Whether a text is blank is left to the caller. `decoded`, `scratch`: uint8 buffers of len(data).
 
-    Returns `(ok, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans)`: per
-    row its line index, 0 = no id (ProX makes one) / 1 = a string / 2 = an integer (its digits, as `str` writes
+    Returns `(ok, lines, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide)`:
+    the number of lines (`\\n`-ended, and a last one without), per row its line index, 0 = no id (ProX makes one) / 1 = a string / 2 = an integer (its digits, as `str` writes
     them), the ids' UTF-8 back to back (int64 offsets, len = rows + 1); the text's span, in `data` between its
-    quotes, or in `decoded` when it holds an escape (`escaped`); its UTF-8 bytes, whether it has a non-ASCII
-    character, and its line's span (rows x 2)."""
+    quotes, or decoded in `decoded` when it holds an escape or a non-ASCII byte (`escaped`); its UTF-8 bytes,
+    and whether it has a non-ASCII character."""
     n = len(data)
     lines = 0
     for i in range(n):
@@ -461,9 +464,8 @@ def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, 
     escaped = np.zeros(lines, np.bool_)
     n_bytes = np.empty(lines, np.int64)
     wide = np.zeros(lines, np.bool_)
-    line_spans = np.empty((lines, 2), np.int64)
     r, line, start, io_, do = 0, 0, 0, 0, 0
-    fail = (False, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans)
+    fail = (False, lines, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide)
     while start < n:
         i = start
         while i < n and _BLANK[data[i]] and data[i] != 10:  # ProX skips lines `bytes.strip` empties
@@ -570,14 +572,13 @@ def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, 
             if (i < n and data[i] != 10) or not seen_text or i - start > max_line_bytes:
                 return fail
             rows[r], id_kind[r], id_offsets[r + 1] = line, kind, io_
-            line_spans[r, 0], line_spans[r, 1] = start, i
             r += 1
         while i < n and data[i] != 10:  # a blank line's rest
             i += 1
         line += 1
         start = i + 1
-    return (True, rows[:r], id_kind[:r], id_offsets[: r + 1], id_bytes[:io_], text_spans[:r], escaped[:r],
-            n_bytes[:r], wide[:r], line_spans[:r])  # fmt: skip
+    return (True, lines, rows[:r], id_kind[:r], id_offsets[: r + 1], id_bytes[:io_], text_spans[:r], escaped[:r],
+            n_bytes[:r], wide[:r])  # fmt: skip
 
 
 # Bytes a JSON string holds as themselves, ASCII (not `"`, `\\`, a control character or non-ASCII).
@@ -586,40 +587,67 @@ _PLAIN[32:127] = True
 _PLAIN[[34, 92]] = False
 
 
+# Per 8-bit mask: its set bits' positions (the first 4; the masks read here have at most 4) and how many.
+_BIT_AT = np.array([[i for i in range(8) if m >> i & 1][:4] + [0] * (4 - min(4, bin(m).count("1")))
+                    for m in range(256)], np.int64)  # fmt: skip
+_BITS = np.array([bin(m).count("1") for m in range(256)], np.int64)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_GATHER = np.uint64(0x0102040810204080)  # (bytes' low bits) * this >> 56: byte i's bit as bit i
+
+
 @numba.njit(cache=True, nogil=True)
 def text_tokens(data, decoded, text_spans, escaped, skip, table, low, words, starts, ends, owner, values, long):
-    """The tokens of texts (ASCII bytes) the way `ascii_tokens` finds them in the translated bytes: each byte
-    through `table` (the index's ASCII table), token bytes back to back into `low` (`words`: its
-    `unaligned_words`); per token its span in `low`, text and `token_value` (as `token_values_at`). Text r is
-    `data` (or `decoded` when `escaped[r]`) at `text_spans[r]`; texts with `skip[r]` get none. The loop takes no
-    branch per byte: each byte is stored and the token bounds written unconditionally. Buffers: `low` at least
-    the texts' bytes + 8, the token arrays their bytes // 2 + 2.
+    """The tokens of texts (ASCII bytes) as `ascii_tokens` finds them in the translated bytes. Text r is `data`
+    (or `decoded` when `escaped[r]`) at `text_spans[r]`; texts with `skip[r]` get none. Each text goes through
+    `table` (the index's ASCII table) into `low` with a space after it (`words`: `low`'s `unaligned_words`);
+    then the token bounds come from 8 bytes at a time: a mask of the space bytes, its token starts and ends
+    looked up per mask byte and written without a branch. Per token: its span in `low`, text (`owner`) and
+    `token_value` (as `token_values_at`). Buffers: `low` at least the texts' bytes + 1 per text + 8, the token
+    arrays their bytes // 2 + 5.
 
     Returns `(ok, k, first)`: False when a text has no token (blank, or punctuation only: the exact reader
     tells), the number of tokens, and each text's first token index."""
-    first = np.empty(len(text_spans), np.int64)
-    o, k, nul = 0, 0, False
-    for r in range(len(text_spans)):
-        first[r] = k
+    n_docs = len(text_spans)
+    bounds = np.empty(n_docs + 1, np.int64)
+    o, nul = 0, False
+    for r in range(n_docs):
+        bounds[r] = o
         if skip[r]:
             continue
-        src = decoded if escaped[r] else data
-        if escaped[r]:  # only an escape (\\u0000) puts a NUL in a text
+        if escaped[r]:
             for at in range(text_spans[r, 0], text_spans[r, 1]):
-                nul |= decoded[at] == 0
-        inside = 0
-        for at in range(text_spans[r, 0], text_spans[r, 1]):
-            b = src[at]
-            t = table[b]
-            c = np.int64(t != SPACE)
-            low[o] = t
-            starts[k] = o  # kept (k moves on) where a token starts
-            k += c & (1 - inside)
-            ends[k] = o + c  # the end so far of token k - 1 (ends runs one ahead)
-            o += c
-            inside = c
-        if k == first[r]:
+                low[o] = table[decoded[at]]
+                nul |= decoded[at] == 0  # only an escape (\\u0000) puts a NUL in a text
+                o += 1
+        else:
+            for at in range(text_spans[r, 0], text_spans[r, 1]):
+                low[o] = table[data[at]]
+                o += 1
+        low[o] = SPACE
+        o += 1
+    bounds[n_docs] = o
+    while o % 8:
+        low[o] = SPACE
+        o += 1
+    ks, ke, prev = 0, 0, np.uint64(0)
+    for w in range(0, o, 8):
+        y = words[w] ^ _SPACES
+        zero = ~(((y & _LOW7) + _LOW7) | y | _LOW7)  # 0x80 in each space byte
+        token = ~(((zero >> np.uint64(7)) * _GATHER) >> np.uint64(56)) & np.uint64(0xFF)
+        before = ((token << np.uint64(1)) | prev) & np.uint64(0xFF)
+        st, en = token & ~before, ~token & before & np.uint64(0xFF)
+        prev = token >> np.uint64(7)
+        for j in range(4):  # at most 4 starts and 4 ends in 8 bytes
+            starts[ks + j] = w + _BIT_AT[st, j]
+            ends[ke + j] = w + _BIT_AT[en, j]
+        ks += _BITS[st]
+        ke += _BITS[en]
+    k = ks
+    first = np.searchsorted(starts[:k], bounds[:-1])
+    for r in range(n_docs):
+        last = first[r + 1] if r + 1 < n_docs else k
+        if last == first[r] and not skip[r]:
             return False, k, first
-        owner[first[r] : k] = r
-    token_values_at(low, words, starts[:k], ends[1 : k + 1], values, long, nul)
+        owner[first[r] : last] = r
+    token_values_at(low, words, starts[:k], ends[:k], values, long, nul)
     return True, k, first

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import json
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
@@ -78,7 +77,7 @@ class Tokeniser:
         if n > self._size:
             self._size = max(n, 2 * self._size)
             low = np.empty(self._size + 8, np.uint8)
-            cap = self._size // 2 + 2
+            cap = self._size // 2 + 5
             self._buffers = (np.empty(self._size, np.uint8), np.empty(self._size, np.uint8), low,
                              kernels.unaligned_words(low), *(np.empty(cap, np.int32) for _ in range(3)),
                              np.empty(cap, np.uint64), np.empty(cap, np.bool_))  # fmt: skip
@@ -99,11 +98,13 @@ def read_chunks(
     fast = file.format == "jsonl" and not file.path.endswith((".gz", ".zst", ".bz2"))
     start_row = 0
     if fast:
-        for first_row, chunk in _line_chunks(fs, file.path, chunk_bytes, options.max_line_bytes):
-            table = None if chunk is None else _read(chunk, first_row, file, options, skip, tokeniser)
+        row = 0
+        for chunk in _line_chunks(fs, file.path, chunk_bytes, options.max_line_bytes):
+            table, lines = (None, 0) if chunk is None else _read(chunk, row, file, options, skip, tokeniser)
             if table is None:
-                start_row = first_row
+                start_row = row
                 break
+            row += lines
             if isinstance(table, pa.Table) and (skip_rows := [r for r in table.column("row").to_pylist() if r in skip]):
                 table = table.filter(pc.invert(pc.is_in(table.column("row"), pa.array(skip_rows, pa.int64()))))
             if len(table.rows if isinstance(table, TokenChunk) else table):
@@ -137,86 +138,89 @@ def _table(rows: list[dict]) -> pa.Table:
 
 
 def _line_chunks(fs: pafs.FileSystem, path: str, chunk_bytes: int, max_line_bytes: int):
-    """`(index of the first line, bytes)` of runs of whole lines, about `chunk_bytes` each (a line longer than
-    that is a chunk of its own); `(index, None)` and the end when a line grows past `max_line_bytes` (ProX's
-    reader skips such a line without holding it)."""
-    row, pending = 0, b""
+    """Runs of whole lines, about `chunk_bytes` each (a line longer than that is a chunk of its own); None and
+    the end when a line grows past `max_line_bytes` (ProX's reader skips such a line without holding it)."""
+    pending = b""
     with fs.open_input_stream(path, compression=None) as f:
         while True:
             block = f.read(chunk_bytes)
-            data = pending + block
-            cut = data.rfind(b"\n") + 1 if block else len(data)
-            if cut:
-                yield row, data[:cut]
-                row += data.count(b"\n", 0, cut)
-            pending = data[cut:]
-            if len(pending) > max_line_bytes:
-                yield row, None
-                return
             if not block:
+                if pending:
+                    yield pending
+                return
+            cut = block.rfind(b"\n") + 1
+            if cut:  # one copy at most: the line carried over and this block's whole lines
+                yield pending + memoryview(block)[:cut] if pending else block[:cut] if cut < len(block) else block
+                pending = block[cut:]
+            else:
+                pending += block
+            if len(pending) > max_line_bytes:
+                yield None
                 return
 
 
 def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
-          tokeniser: Tokeniser | None) -> pa.Table | TokenChunk | None:  # fmt: skip
-    """The chunk's rows, or None when ProX might read any line of it differently: tokenised by the compiled
-    JSONL pass when a `tokeniser` is given, every line is plain and none is in `skip`, else by Arrow's JSON
-    reader."""
+          tokeniser: Tokeniser | None) -> tuple[pa.Table | TokenChunk | None, int]:  # fmt: skip
+    """The chunk's rows and its number of lines, or None when ProX might read any line of it differently:
+    tokenised by the compiled passes when a `tokeniser` is given, every line is plain and none is in `skip`,
+    else by Arrow's JSON reader."""
     if first_row == 0 and chunk.startswith(codecs.BOM_UTF8):
         chunk = b" " * len(codecs.BOM_UTF8) + chunk[len(codecs.BOM_UTF8) :]  # ProX drops it; a space keeps offsets
     if not chunk.isascii():
         try:  # Arrow's UTF-8 check (several times `bytes.decode`'s speed); neither JSON pass checks it
             pa.array([chunk], pa.binary()).cast(pa.string())
         except pa.ArrowInvalid:
-            return None
-    tokens = None if tokeniser is None else _tokens(chunk, first_row, file, options, skip, tokeniser)
-    return tokens or _parse(chunk, first_row, file, options)
+            return None, 0
+    if tokeniser is not None and (read := _tokens(chunk, first_row, file, options, skip, tokeniser))[0]:
+        return read
+    return _parse(chunk, first_row, file, options)
 
 
 def _tokens(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
-            tokeniser: Tokeniser) -> TokenChunk | None:  # fmt: skip
-    """The chunk by `kernels.jsonl_rows` and `kernels.text_tokens`, or None when they cannot vouch for every line
-    or a row is skipped."""
+            tokeniser: Tokeniser) -> tuple[TokenChunk | None, int]:  # fmt: skip
+    """The chunk by `kernels.jsonl_rows` and `kernels.text_tokens` and its number of lines, or None when they
+    cannot vouch for every line or a row is skipped."""
     text_key, id_key = options.text_field.encode(), options.id_field.encode()
     if text_key == id_key:
-        return None
+        return None, 0
     decoded, scratch, *tokens = tokeniser.buffers(len(chunk))
     data = np.frombuffer(chunk, np.uint8)
-    ok, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide, line_spans = kernels.jsonl_rows(
+    ok, lines, rows, id_kind, id_offsets, id_bytes, text_spans, escaped, n_bytes, wide = kernels.jsonl_rows(
         data, np.frombuffer(text_key, np.uint8), np.frombuffer(id_key, np.uint8), options.max_line_bytes,
         options.max_text_chars, decoded, scratch,
     )  # fmt: skip
     rows += first_row
     if not ok or (skip and any(r in skip for r in rows.tolist())):
-        return None
+        return None, 0
     wide_rows = np.flatnonzero(wide)
-    wide_texts = [json.loads(chunk[s:e])[options.text_field] for s, e in line_spans[wide_rows].tolist()]
+    wide_texts = [decoded[s:e].tobytes().decode() for s, e in text_spans[wide_rows].tolist()]  # decoded: escaped
     if any(not t.strip() for t in wide_texts):  # blank: an error record, made the exact way
-        return None
+        return None, 0
     decoded = decoded.view()
     decoded.flags.writeable = False  # the type `data` has: one compiled loop reads either
     ok, k, first = kernels.text_tokens(data, decoded, text_spans, escaped, wide, tokeniser.table, *tokens)
     if not ok:
-        return None
+        return None, 0
     ids = pa.StringArray.from_buffers(len(rows), pa.py_buffer(id_offsets.astype(np.int32)), pa.py_buffer(id_bytes))
     if (missing := id_kind == 0).any():
         default = pc.binary_join_element_wise(file.source, pa.array(rows).cast(pa.string()), ":")
         ids = pc.if_else(pa.array(missing), default, ids)
     low, _, starts, ends, owner, values, long = tokens
-    spans = (low, starts[:k], ends[1 : k + 1], owner[:k], first, values[:k], long[:k])  # _match's order
-    return TokenChunk(ids, rows, n_bytes, spans, wide_rows, wide_texts)
+    spans = (low, starts[:k], ends[:k], owner[:k], first, values[:k], long[:k])  # _match's order
+    return TokenChunk(ids, rows, n_bytes, spans, wide_rows, wide_texts), lines
 
 
-def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> pa.Table | None:
-    """The chunk's rows read by Arrow's JSON reader, or None when ProX might read any line of it differently."""
+def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> tuple[pa.Table | None, int]:
+    """The chunk's rows read by Arrow's JSON reader and its number of lines, or None when ProX might read any
+    line of it differently."""
     starts, ends, blank, brackets, digits = kernels.line_marks(np.frombuffer(chunk, np.uint8))
     if (ends - starts).max(initial=0) > options.max_line_bytes or digits > _MAX_DIGITS:
-        return None
+        return None, 0
     if brackets.max(initial=0) >= _DEPTH:  # json.loads could reach its recursion limit on that line
-        return None
+        return None, 0
     rows = np.flatnonzero(~blank)
     if not len(rows):
-        return ROWS_SCHEMA.empty_table()
+        return ROWS_SCHEMA.empty_table(), len(starts)
     if len(rows) < len(starts):  # Arrow skips blank lines itself; dropping them lets the count check each line
         chunk = b"\n".join(chunk[s:e] for s, e in zip(starts[rows].tolist(), ends[rows].tolist()))
     table = None
@@ -234,12 +238,12 @@ def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) 
         except pa.ArrowInvalid:
             continue
     if table is None or len(table) != len(rows):
-        return None
+        return None, 0
     text = table.column(options.text_field).combine_chunks()
     if text.null_count or pc.max(pc.utf8_length(text)).as_py() > options.max_text_chars:
-        return None
+        return None, 0
     if any(not t or t.isspace() for t in text.to_pylist()):  # ProX: `not text.strip()` is a no_text error
-        return None
+        return None, 0
     row = pa.array(rows + first_row, pa.int64())
     ids = table.column(options.id_field).cast(pa.string())
     if ids.null_count:
@@ -248,4 +252,4 @@ def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) 
     n = len(rows)
     # pa.array(list of str, pa.string()) converts at a few MB/s; constant columns are built without it.
     source, empty = pa.repeat(pa.scalar(file.source, pa.string()), n), pa.repeat(pa.scalar("", pa.string()), n)
-    return pa.table([ids, text, source, row, pa.nulls(n, pa.string()), empty, empty], schema=ROWS_SCHEMA)
+    return pa.table([ids, text, source, row, pa.nulls(n, pa.string()), empty, empty], schema=ROWS_SCHEMA), len(starts)

@@ -150,7 +150,7 @@ def test_scan_verdicts_equal_check_example_on_edge_cases_even_when_every_window_
         docs.append(" ".join(toks[len(toks) // 2 :]) + " " + rnd.choice(words))  # the other half, next document
     index = pickle.loads(pickle.dumps(EvalIndex([tokenize(e) for e in examples], [13, 8, 10], NORM, 0.9)))
     for m, (bitmap, shift) in index.bitmaps.items():
-        index.bitmaps[m] = (np.ones_like(bitmap), shift)
+        index.bitmaps[m] = (np.full_like(bitmap, np.iinfo(np.uint64).max), shift)
     found: list[dict[int, set[int]]] = [{} for _ in examples]
     for hits in [*index.scan(docs[:7]), *index.scan(docs[7:])]:  # two batches: documents never span them
         for ex, m, pos, _ in hits:
