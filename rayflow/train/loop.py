@@ -230,23 +230,19 @@ def fit(
     training fails beyond `cfg.max_failures`.
     """
     import ray.train
-    from ray import cloudpickle
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from rayflow.train.entry import train_worker
 
     storage = Path(storage_path).expanduser().resolve()
     storage.mkdir(parents=True, exist_ok=True)
     tensorboard_dir = storage / name / TENSORBOARD_SUBDIR
-    worker_config = {
-        "task": task,
-        "cfg": cfg,
-        "strategy": strategy or ZeroStrategy(),
-        "tensorboard_dir": str(tensorboard_dir),
-    }
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"payload": cloudpickle.dumps(worker_config)},
+        _train_worker,
+        train_loop_config={
+            "task": task,
+            "cfg": cfg,
+            "strategy": strategy or ZeroStrategy(),
+            "tensorboard_dir": str(tensorboard_dir),
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
