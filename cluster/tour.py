@@ -299,10 +299,10 @@ def start_head(address: str, cpus: int = 6) -> subprocess.Popen:
     CPUs each fit at once, so one waiting on another job (`needs`, one vLLM at a time) leaves no core idle."""
     # The jobs' `python` comes from the raylet's PATH: the venv first. On SIGTERM `ray start --block` first
     # drains the node for up to 30 s (for Serve traffic in a RayService upgrade): a tour head has none to drain.
-    # Every job runs rayflow from its own unpacked copy of the working directory; with bytecode writing on,
-    # the first process to import a module compiles it for the rest. The Makefile turns writing off for the
-    # checkout; left off here, every driver, actor and Train worker compiled rayflow's modules again (~0.7
-    # CPU-s a process for the training and engine modules).
+    # Jobs run rayflow from the working directory Ray unpacks on the node (one copy per content hash, shared by
+    # the jobs); with bytecode writing on, the first process to import a module compiles it for the rest. The
+    # Makefile turns writing off for the checkout; left off here, every driver, actor and Train worker compiled
+    # rayflow's modules again (~0.7 CPU-s a process for the training and engine modules).
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",

@@ -128,3 +128,18 @@ def test_curve_png_from_history(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_curves([{"step": 1, "lr": 0.1}], tmp_path / "none.png") is None  # nothing to draw
     assert not (tmp_path / "none.png").exists()
+
+
+def test_workers_put_the_ninja_beside_their_python_first_on_path(tmp_path, monkeypatch):
+    from rayflow.train import loop
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    monkeypatch.setattr(loop.sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    loop._prefer_own_ninja()
+    assert loop.os.environ["PATH"] == "/usr/bin:/bin"  # no ninja of its own: the system's is all there is
+    (bin_dir / "ninja").write_text("")
+    loop._prefer_own_ninja()
+    loop._prefer_own_ninja()
+    assert loop.os.environ["PATH"] == f"{bin_dir}:/usr/bin:/bin"  # first, and once
