@@ -13,8 +13,9 @@ a local Ray told it has that many CPUs, one scan actor per CPU. Each side's gpt3
 The job's figure is its steady rate: corpus bytes committed between its first and last output part (their
 modification times) over that time, so Ray's start, the actors' start and the first part are out of it and
 every other part's reading, scanning, Ray Data hand-off and commit are in. The whole scan phase (start-up
-included) is beside it (`phase_mb_per_s`), as are the CPU-seconds of the scan alone on both sides
-(`cpu_ratio`: the scan actors' `scan_cpu_s` vs the plain loop's tokenising and lookups) and the 2-CPU run.
+included) is beside it (`phase_mb_per_s`), as are CPU-seconds (`cpu_ratio`: the scan actors' `scan_cpu_s`,
+reading and scanning, since their reader tokenises, vs the plain loop's tokenising and lookups, its json.loads
+left out) and the 2-CPU run.
 Run: `python benchmarks/decontam_scan.py [--mb 256]`.
 """
 

@@ -588,9 +588,9 @@ _PLAIN[[34, 92]] = False
 
 
 # Per 8-bit mask: its set bits' positions (the first 4; the masks read here have at most 4) and how many.
-_BIT_AT = np.array([[i for i in range(8) if m >> i & 1][:4] + [0] * (4 - min(4, bin(m).count("1")))
+_BIT_AT = np.array([[i for i in range(8) if m >> i & 1][:4] + [0] * (4 - min(4, m.bit_count()))
                     for m in range(256)], np.int64)  # fmt: skip
-_BITS = np.array([bin(m).count("1") for m in range(256)], np.int64)
+_BITS = np.array([m.bit_count() for m in range(256)], np.int64)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _GATHER = np.uint64(0x0102040810204080)  # (bytes' low bits) * this >> 56: byte i's bit as bit i
 

@@ -57,7 +57,7 @@ SCAN_SCHEMA = pa.schema(
         ("row", pa.int64()),
         ("id", pa.string()),
         ("n_bytes", pa.int64()),
-        ("scan_s", pa.float64()),  # the scan actor's CPU seconds for the batch, shared equally by its documents
+        ("scan_s", pa.float64()),  # the scan actor's CPU seconds reading and scanning the chunk, shared by its rows
         ("hits", pa.list_(HIT)),
         ("fragments", pa.list_(pa.string())),
         ("error", pa.string()),
@@ -197,14 +197,18 @@ class Scanner:
             file = InputFile(item["path"], item["source"], item["format"])
             # Without the filter no text is needed: plain JSONL chunks come tokenised by the reader.
             tokeniser = None if self.filter.enabled else self.tokeniser
-            for rows in read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes, tokeniser):
-                block = self.scan_tokens(rows, file) if isinstance(rows, TokenChunk) else self.scan(rows)
-                good, bad = self.output.commit(block)
+            chunks = read_chunks(self.fs, file, self.options, frozenset(item["skip"]), self.chunk_bytes, tokeniser)
+            while True:
+                started = time.process_time()  # scan_s counts reading too: the reader may have tokenised
+                if (rows := next(chunks, None)) is None:
+                    break
+                tokens = isinstance(rows, TokenChunk)
+                good, bad = self.output.commit(self.scan_tokens(rows, file, started) if tokens else self.scan(rows, started))
                 yield pa.table([[good], [bad]], schema=COUNTS)
 
-    def scan_tokens(self, chunk: TokenChunk, file: InputFile) -> pa.Table:
-        """A chunk the reader tokenised -> `SCAN_SCHEMA` (good rows only, no fragments)."""
-        started = time.process_time()
+    def scan_tokens(self, chunk: TokenChunk, file: InputFile, started: float) -> pa.Table:
+        """A chunk the reader tokenised -> `SCAN_SCHEMA` (good rows only, no fragments); `started`: the process
+        time its reading began."""
         n = len(chunk.rows)
         doc, example, length, pos, doc_pos = self.index.scan_tokens(chunk)
         order = np.argsort(doc, kind="stable")
@@ -216,10 +220,10 @@ class Scanner:
                    pa.nulls(n, pa.list_(pa.string())), nulls, empty, empty]  # fmt: skip
         return pa.table(columns, schema=SCAN_SCHEMA)
 
-    def scan(self, batch: pa.Table) -> pa.Table:
+    def scan(self, batch: pa.Table, started: float) -> pa.Table:
         """One chunk (`reading.ROWS_SCHEMA`) -> `SCAN_SCHEMA`: hits as Arrow list columns straight from the
-        index's arrays; `scan_s` is the chunk's CPU seconds shared equally by its documents."""
-        started = time.process_time()
+        index's arrays; `scan_s` is the chunk's CPU seconds since `started` (its reading began), shared equally
+        by its documents."""
         text = batch.column("text").combine_chunks()
         good = pc.is_null(batch.column("error")).combine_chunks()
         rows = np.flatnonzero(good.to_numpy(zero_copy_only=False))
