@@ -5,6 +5,10 @@ sums, one hash per window and length, a bitmap gather. Each loop here does its s
 in between, which is what takes the scan from ~110 to several hundred MB per CPU-second. They compute exactly
 what `index.token_value` and `index.ngram_hash` define; `tests/data/decontam/test_index.py` compares them.
 
+The reader's loops are here too: `jsonl_rows` reads plain JSONL lines as ProX's reader (`json.loads`) would,
+declining any chunk it cannot be sure of, and `text_tokens` tokenises the texts it found, 8 bytes at a time.
+`tests/data/decontam/test_reading.py` compares them with ProX's reader and the index's tokens.
+
 Compiled on first use and cached beside this file (`cache=True`), so a scan actor loads them in milliseconds.
 """
 
@@ -186,11 +190,9 @@ def line_marks(data: np.ndarray):
     return starts, ends, blank, brackets, longest
 
 
-# JSON bytes the row kernel knows: whitespace between tokens, and what `str.isspace` calls space among ASCII.
+# JSON whitespace between tokens, for the row reader.
 _JSON_SPACE = np.zeros(256, np.bool_)
 _JSON_SPACE[[9, 13, 32]] = True  # `\n` never occurs inside a line
-_PY_SPACE = np.zeros(256, np.bool_)
-_PY_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 _BLANK = np.zeros(256, np.bool_)
 _BLANK[[9, 10, 11, 12, 13, 32]] = True  # what `bytes.strip` removes
 _MAX_DEPTH = 256  # nesting json.loads and json.dumps both take; deeper lines go to the exact reader
