@@ -322,6 +322,21 @@ _NULL = np.frombuffer(b"null", np.uint8)
 
 
 @numba.njit(cache=True, nogil=True)
+def _key(data, i, end, scratch):
+    """Index after an object member's `"key":` starting at `data[i]` (a quote), or -1 when it is not one."""
+    if i >= end or data[i] != 34:
+        return -1
+    i, _ = _string(data, i + 1, end, scratch, 0, False)
+    if i < 0:
+        return -1
+    while i < end and _JSON_SPACE[data[i]]:
+        i += 1
+    if i >= end or data[i] != 58:  # :
+        return -1
+    return i + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _skip_value(data, i, end, scratch):
     """Index after the JSON value at `data[i]` (whitespace skipped before it), or -1 when json.loads would refuse
     it or it nests deeper than _MAX_DEPTH. `scratch` (uint8, at least the line's length) takes strings."""
@@ -345,16 +360,9 @@ def _skip_value(data, i, end, scratch):
                 stack[depth] = b == 123
                 depth += 1
                 if b == 123:  # the first key
-                    if i >= end or data[i] != 34:
-                        return -1
-                    i, _ = _string(data, i + 1, end, scratch, 0, False)
+                    i = _key(data, i, end, scratch)
                     if i < 0:
                         return -1
-                    while i < end and _JSON_SPACE[data[i]]:
-                        i += 1
-                    if i >= end or data[i] != 58:  # :
-                        return -1
-                    i += 1
                 continue
         elif b == 34:
             i, _ = _string(data, i + 1, end, scratch, 0, False)
@@ -384,16 +392,9 @@ def _skip_value(data, i, end, scratch):
                 if stack[depth - 1] == 1:
                     while i < end and _JSON_SPACE[data[i]]:
                         i += 1
-                    if i >= end or data[i] != 34:
-                        return -1
-                    i, _ = _string(data, i + 1, end, scratch, 0, False)
+                    i = _key(data, i, end, scratch)
                     if i < 0:
                         return -1
-                    while i < end and _JSON_SPACE[data[i]]:
-                        i += 1
-                    if i >= end or data[i] != 58:
-                        return -1
-                    i += 1
                 break
             if c == (125 if stack[depth - 1] == 1 else 93):  # } or ]
                 depth -= 1
