@@ -24,7 +24,11 @@ max_tokens this way, and the hf backend does the same.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from rayflow.llm.models import resolve_model_path
 from rayflow.llm.types import (
@@ -39,14 +43,61 @@ from rayflow.llm.types import (
 
 
 def load_tokenizer(config: EngineConfig):
-    """The tokenizer every backend uses to render chat prompts, so prompts mean the same tokens everywhere."""
-    from transformers import AutoTokenizer
+    """The tokenizer every backend uses to render chat prompts, so prompts mean the same tokens everywhere.
 
+    The class is the one `AutoTokenizer` picks. For a local directory that choice is remembered (see
+    `_tokenizer_class_memo`), and later loads call that class directly: `AutoTokenizer` imports transformers'
+    model and generation machinery (torch, sklearn, scipy), ~3 CPU-s in every job driver that only tokenizes.
+    """
     source = resolve_model_path(config.tokenizer or config.model)
+    memo = _tokenizer_class_memo(source)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        if memo is not None and memo.is_file():
+            import transformers
+
+            known = getattr(transformers, memo.read_text().strip(), None)
+            if isinstance(known, type):
+                return known.from_pretrained(source)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise EngineError(f"cannot load tokenizer {source!r}: {err}") from err
+    if memo is not None:
+        _remember_tokenizer_class(memo, type(tokenizer))
+    return tokenizer
+
+
+def _tokenizer_class_memo(source: str) -> Path | None:
+    """Where the class `AutoTokenizer` picked for the local directory `source` is kept, or None for a hub id.
+
+    `$RAYFLOW_CACHE/tokenizer-classes/<key>`; the key hashes the directory's path, its tokenizer_config.json and
+    config.json (what the choice depends on) and transformers' version (whose rules make it)."""
+    directory = Path(source)
+    if not directory.is_dir():
+        return None
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"{directory.resolve()}\0{version('transformers')}".encode())
+    for name in ("tokenizer_config.json", "config.json"):
+        with contextlib.suppress(OSError):
+            key.update(b"\0" + (directory / name).read_bytes())
+    root = Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser()
+    return root / "tokenizer-classes" / key.hexdigest()
+
+
+def _remember_tokenizer_class(memo: Path, cls: type) -> None:
+    # Only classes transformers exports by name (not remote code, which AutoTokenizer loads dynamically). A cache
+    # that cannot be written costs the next load time, nothing else.
+    import transformers
+
+    if getattr(transformers, cls.__name__, None) is not cls:
+        return
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(cls.__name__)
+        os.replace(tmp, memo)
 
 
 def prompt_token_ids(tokenizer, prompt: Prompt) -> list[int]:

@@ -1,6 +1,7 @@
 """The engine layer's own logic: config checks, the backend registry, prompt tokenisation, the refusal rule
 every backend applies, errors. No model backend needed."""
 
+import json
 import sys
 import typing
 
@@ -94,3 +95,36 @@ def test_prompt_forms(tiny_model):
         prompt_token_ids(tok, [{"content": "no role"}])
     with pytest.raises(TypeError):
         prompt_token_ids(tok, 42)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_load_tokenizer_remembers_autotokenizers_choice(arch, tmp_path, monkeypatch):
+    # transformers picks Qwen2Tokenizer for a qwen2 model whose tokenizer_config.json says TokenizersBackend:
+    # the remembered class must be AutoTokenizer's choice, not the file's.
+    import transformers
+    from transformers import AutoTokenizer
+
+    from rayflow.llm import build_family, load_tokenizer
+
+    monkeypatch.setenv("RAYFLOW_CACHE", str(tmp_path / "cache"))
+    model = str(build_family(tmp_path / "m", arch=arch, vocab_size=300)["tiny"])
+    reference = AutoTokenizer.from_pretrained(model)
+    memo_dir = tmp_path / "cache" / "tokenizer-classes"
+    first = load_tokenizer(EngineConfig(model=model))
+    (memo,) = memo_dir.iterdir()
+    assert memo.read_text() == type(reference).__name__
+    monkeypatch.setattr(transformers, "AutoTokenizer", None)  # the second load must not need it
+    second = load_tokenizer(EngineConfig(model=model))
+    chat = [{"role": "user", "content": "hello wörld 你好"}]
+    for tok in (first, second):
+        assert type(tok) is type(reference)
+        assert tok("hello wörld 你好")["input_ids"] == reference("hello wörld 你好")["input_ids"]
+        assert prompt_token_ids(tok, chat) == prompt_token_ids(reference, chat)
+        assert (tok.pad_token_id, tok.eos_token_id) == (reference.pad_token_id, reference.eos_token_id)
+    # A changed tokenizer_config.json is another key: AutoTokenizer decides again.
+    config = tmp_path / "m" / "tiny" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 77}))
+    monkeypatch.undo()
+    monkeypatch.setenv("RAYFLOW_CACHE", str(tmp_path / "cache"))
+    assert load_tokenizer(EngineConfig(model=model)).model_max_length == 77
+    assert len(list(memo_dir.iterdir())) == 2
