@@ -307,6 +307,9 @@ def start_head(address: str, cpus: int = 6) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        # Train V2 starts a preemption-watcher actor (one more process) beside every worker group, for cloud
+        # nodes that can be reclaimed; a local head has none.
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
     }
     head = subprocess.Popen(
         [ray_cli(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
