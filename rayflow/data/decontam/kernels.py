@@ -6,7 +6,7 @@ in between, which is what takes the scan from ~110 to several hundred MB per CPU
 what `index.token_value` and `index.ngram_hash` define; `tests/data/decontam/test_index.py` compares them.
 
 The reader's loops are here too: `jsonl_rows` reads plain JSONL lines as ProX's reader (`json.loads`) would,
-declining any chunk it cannot be sure of, and `text_tokens` tokenises the texts it found, 8 bytes at a time.
+declining any chunk it cannot be sure of, and `text_tokens` tokenises the texts it found, 64 bytes at a time.
 `tests/data/decontam/test_reading.py` compares them with ProX's reader and the index's tokens.
 
 Compiled on first use and cached beside this file (`cache=True`), so a scan actor loads them in milliseconds.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 SPACE = 32  # the one break byte after the ASCII path's `bytes.translate`
 _Q = np.uint64(0xC2B2AE3D27D4EB4F)  # index._Q: the long-token hash's multiplier
@@ -440,6 +441,31 @@ def _code_point(data, i, end):
     return i, cp
 
 
+# Bytes a JSON string holds as themselves, ASCII (not `"`, `\\`, a control character or non-ASCII).
+_PLAIN = np.zeros(256, np.bool_)
+_PLAIN[32:127] = True
+_PLAIN[[34, 92]] = False
+
+
+@numba.njit(cache=True, nogil=True)
+def _plain_end(data, j):
+    """Index of the first byte at or after `data[j]` that a JSON string does not hold as itself in ASCII (`"`,
+    `\\`, a control character, DEL or non-ASCII), or len(data): 64 bytes at a time, as a mask LLVM vectorises."""
+    n = len(data)
+    while j + 64 <= n:
+        block = data[j : j + 64]
+        stop = np.uint64(0)
+        for t in range(64):
+            b = block[t]
+            stop |= np.uint64((b < 32) | (b == 34) | (b == 92) | (b > 126)) << np.uint64(t)
+        if stop:
+            return j + trailing_zeros(stop)
+        j += 64
+    while j < n and _PLAIN[data[j]]:
+        j += 1
+    return j
+
+
 @numba.njit(cache=True, nogil=True)
 def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, scratch):
     """Read a chunk of JSONL lines (uint8, valid UTF-8) the way ProX's reader does, when every line is plain
@@ -517,9 +543,7 @@ def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, 
                             return fail
                         seen_text = True
                         i += 1
-                        j = i
-                        while j < n and _PLAIN[data[j]]:
-                            j += 1
+                        j = _plain_end(data, i)
                         if j < n and data[j] == 34:  # no escape, all ASCII: the text is these bytes
                             text_spans[r, 0], text_spans[r, 1] = i, j
                             n_bytes[r], chars, i = j - i, j - i, j + 1
@@ -584,32 +608,37 @@ def jsonl_rows(data, text_key, id_key, max_line_bytes, max_text_chars, decoded, 
             n_bytes[:r], wide[:r])  # fmt: skip
 
 
-# Bytes a JSON string holds as themselves, ASCII (not `"`, `\\`, a control character or non-ASCII).
-_PLAIN = np.zeros(256, np.bool_)
-_PLAIN[32:127] = True
-_PLAIN[[34, 92]] = False
-
-
-# Per 8-bit mask: its set bits' positions (the first 4; the masks read here have at most 4) and how many.
-_BIT_AT = np.array([[i for i in range(8) if m >> i & 1][:4] + [0] * (4 - min(4, m.bit_count()))
-                    for m in range(256)], np.int64)  # fmt: skip
-_BITS = np.array([m.bit_count() for m in range(256)], np.int64)
-_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_GATHER = np.uint64(0x0102040810204080)  # (bytes' low bits) * this >> 56: byte i's bit as bit i
+@numba.njit(cache=True, nogil=True)
+def _translate(src, s, e, low, o, lo, hi, lower):
+    """`low[o:o + e - s]` = `src[s:e]` (ASCII) through the index's table, without a per-byte table lookup (which
+    LLVM cannot vectorise): a byte is a break (-> space) when its bit is set in `lo` (bytes 0-63) or `hi`
+    (64-127), else upper case is lowered when `lower`. Plain arithmetic, so this loop runs on vector units."""
+    text, out = src[s:e], low[o : o + e - s]  # slices: the loop indexes from 0 (no offset arithmetic per byte)
+    for i in range(e - s):
+        b = text[i]
+        mask = lo if b < 64 else hi
+        brk = (mask >> np.uint64(b & 63)) & _ONE
+        upper = lower & (np.uint8(b - 65) < np.uint8(26))
+        out[i] = np.uint8(SPACE) if brk else np.uint8(b + 32 * upper)
 
 
 @numba.njit(cache=True, nogil=True)
 def text_tokens(data, decoded, text_spans, escaped, skip, table, low, words, starts, ends, owner, values, long):
     """The tokens of texts (ASCII bytes) as `ascii_tokens` finds them in the translated bytes. Text r is `data`
     (or `decoded` when `escaped[r]`) at `text_spans[r]`; texts with `skip[r]` get none. Each text goes through
-    `table` (the index's ASCII table) into `low` with a space after it (`words`: `low`'s `unaligned_words`);
-    then the token bounds come from 8 bytes at a time: a mask of the space bytes, its token starts and ends
-    looked up per mask byte and written without a branch. Per token: its span in `low`, text (`owner`) and
-    `token_value` (as `token_values_at`). Buffers: `low` at least the texts' bytes + 1 per text + 8, the token
-    arrays their bytes // 2 + 5.
+    `table` (the index's ASCII table: breaks -> space, A-Z lowered or kept, the rest kept; `Tokeniser` checks
+    that form) into `low` with a space after it (`words`: `low`'s `unaligned_words`); then 64 bytes at a time:
+    a bit mask of their token bytes, whose run starts and ends are the token bounds. Per token: its span in
+    `low`, text (`owner`) and `token_value` (as `token_values_at`). Buffers: `low` at least the texts' bytes + 1
+    per text + 64, the token arrays their bytes // 2 + 5.
 
     Returns `(ok, k, first)`: False when a text has no token (blank, or punctuation only: the exact reader
     tells), the number of tokens, and each text's first token index."""
+    lo, hi = np.uint64(0), np.uint64(0)
+    for c in range(64):
+        lo |= np.uint64(table[c] == SPACE) << np.uint64(c)
+        hi |= np.uint64(table[c + 64] == SPACE) << np.uint64(c)
+    lower = table[65] == 97
     n_docs = len(text_spans)
     bounds = np.empty(n_docs + 1, np.int64)
     o, nul = 0, False
@@ -617,34 +646,37 @@ def text_tokens(data, decoded, text_spans, escaped, skip, table, low, words, sta
         bounds[r] = o
         if skip[r]:
             continue
+        s, e = text_spans[r, 0], text_spans[r, 1]
         if escaped[r]:
-            for at in range(text_spans[r, 0], text_spans[r, 1]):
-                low[o] = table[decoded[at]]
+            _translate(decoded, s, e, low, o, lo, hi, lower)
+            for at in range(s, e):
                 nul |= decoded[at] == 0  # only an escape (\\u0000) puts a NUL in a text
-                o += 1
         else:
-            for at in range(text_spans[r, 0], text_spans[r, 1]):
-                low[o] = table[data[at]]
-                o += 1
+            _translate(data, s, e, low, o, lo, hi, lower)
+        o += e - s
         low[o] = SPACE
         o += 1
     bounds[n_docs] = o
-    while o % 8:
+    while o % 64:
         low[o] = SPACE
         o += 1
-    ks, ke, prev = 0, 0, np.uint64(0)
-    for w in range(0, o, 8):
-        y = words[w] ^ _SPACES
-        zero = ~(((y & _LOW7) + _LOW7) | y | _LOW7)  # 0x80 in each space byte
-        token = ~(((zero >> np.uint64(7)) * _GATHER) >> np.uint64(56)) & np.uint64(0xFF)
-        before = ((token << np.uint64(1)) | prev) & np.uint64(0xFF)
-        st, en = token & ~before, ~token & before & np.uint64(0xFF)
-        prev = token >> np.uint64(7)
-        for j in range(4):  # at most 4 starts and 4 ends in 8 bytes
-            starts[ks + j] = w + _BIT_AT[st, j]
-            ends[ke + j] = w + _BIT_AT[en, j]
-        ks += _BITS[st]
-        ke += _BITS[en]
+    ks, ke, carry = 0, 0, np.uint64(0)
+    for w in range(0, o, 64):
+        token = np.uint64(0)  # bit j: byte w + j is in a token
+        block = low[w : w + 64]
+        for j in range(64):
+            token |= np.uint64(block[j] != SPACE) << np.uint64(j)
+        before = (token << _ONE) | carry  # bit j: byte w + j - 1 is in a token
+        carry = token >> np.uint64(63)
+        st, en = token & ~before, ~token & before
+        while st:
+            starts[ks] = w + trailing_zeros(st)
+            st &= st - _ONE
+            ks += 1
+        while en:
+            ends[ke] = w + trailing_zeros(en)
+            en &= en - _ONE
+            ke += 1
     k = ks
     first = np.searchsorted(starts[:k], bounds[:-1])
     for r in range(n_docs):

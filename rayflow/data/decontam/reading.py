@@ -69,6 +69,13 @@ class Tokeniser:
     `TokenChunk`'s token arrays are views of them, valid until the next chunk is read)."""
 
     def __init__(self, ascii_table: np.ndarray):
+        # `kernels.text_tokens` computes the table instead of looking it up: breaks -> space, A-Z all lowered
+        # or all kept, every other byte kept. The index builds no other kind.
+        codes = np.arange(256)
+        upper = (codes >= 65) & (codes <= 90)
+        lowered = np.where(upper & (ascii_table[65] == 97), codes + 32, codes)
+        if not ((ascii_table == 32) | (ascii_table == lowered)).all() or (ascii_table[128:] == 32).any():
+            raise ValueError("ascii_table: not an index's ASCII table (breaks -> space, A-Z lowered or kept)")
         self.table = ascii_table
         self._size = -1
 
@@ -76,7 +83,7 @@ class Tokeniser:
         """`(decoded, scratch, low, words, starts, ends, owner, values, long)` for a chunk of `n` bytes."""
         if n > self._size:
             self._size = max(n, 2 * self._size)
-            low = np.empty(self._size + 8, np.uint8)
+            low = np.empty(self._size + 64, np.uint8)  # text_tokens pads to 64 bytes
             cap = self._size // 2 + 5
             self._buffers = (np.empty(self._size, np.uint8), np.empty(self._size, np.uint8), low,
                              kernels.unaligned_words(low), *(np.empty(cap, np.int32) for _ in range(3)),

@@ -155,3 +155,34 @@ def test_tokenised_chunks_with_skipped_rows_are_read_by_arrow(tmp_path):
     path.write_text("\n".join(PLAIN + GOOD) + "\n", encoding="utf-8")
     got, want = rows_of(path, 700, skip=frozenset({0, 20}), tokenise=True)
     assert got == want and {r["row"] for r in got}.isdisjoint({0, 20})
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("strip_punctuation", [True, False])
+def test_the_compiled_translation_is_the_index_table(tmp_path, lowercase, strip_punctuation):
+    """`text_tokens` computes the index's ASCII table (breaks, lower case) instead of looking it up: every ASCII
+    character, under each normalisation, in texts longer than its 64-byte blocks, gives the index's tokens."""
+    index = EvalIndex([["a"]], [1], NormalizeConfig(lowercase=lowercase, strip_punctuation=strip_punctuation))
+    every = "".join(chr(c) for c in range(1, 128))
+    texts = [f"w{c} {every} Mixed-CASE_words, {'x' * c} end." for c in range(0, 140, 7)] + ["A" * 200]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    fs, _ = filesystem(str(path))
+    (file,) = list_inputs(str(path))
+    (chunk,) = reading.read_chunks(fs, file, ReadOptions(), frozenset(), 1 << 20, reading.Tokeniser(index.ascii_table))
+    buf, starts, ends, owner, *_ = chunk.spans
+    got = [[] for _ in texts]
+    for s, e, d in zip(starts.tolist(), ends.tolist(), owner.tolist()):
+        got[d].append(bytes(buf[s:e]).decode())
+    tokens, owner = index.tokens(texts)
+    want = [[] for _ in texts]
+    for t, d in zip(tokens.to_pylist(), owner.tolist()):
+        want[d].append(t)
+    assert got == want
+
+
+def test_the_tokeniser_takes_only_an_index_table():
+    table = INDEX.ascii_table.copy()
+    table[ord("B")] = ord("B")  # A lowered, B kept: no index builds that
+    with pytest.raises(ValueError, match="ascii_table"):
+        reading.Tokeniser(table)
