@@ -343,9 +343,9 @@ class OmniBalTask(PipelineTask):
 
     def _load(self) -> tuple[VLMData, VLMData]:
         if self._data is None:
-            from transformers import AutoTokenizer
+            from rayflow.llm import EngineConfig, load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+            tokenizer = load_tokenizer(EngineConfig(model=self.tokenizer_dir))
             vlm = self.cfg.vlm_config(tokenizer)
             self._data = VLMData(self.samples, tokenizer, vlm), VLMData(self.eval_samples, tokenizer, vlm)
         return self._data
@@ -435,15 +435,13 @@ def check(cfg: TrainVLMConfig) -> None:
 def run(cfg: TrainVLMConfig) -> Result:
     """Plan on the driver, then train on the current Ray cluster. Writes plan.json, errors.jsonl, the model in
     hf/, checkpoints and curves under checkpoints/, summary.json and run.json to ``cfg.output_dir``."""
-    from transformers import AutoTokenizer
-
-    from rayflow.llm import resolve_model
+    from rayflow.llm import EngineConfig, load_tokenizer, resolve_model
 
     with Workflow("train_vlm", cfg, cfg.output_dir) as wf:
         out = wf.output_dir.resolve()
         with wf.phase("plan"):
             tokenizer_dir = resolve_model(cfg.tokenizer)
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            tokenizer = load_tokenizer(EngineConfig(model=tokenizer_dir))
             vlm = cfg.vlm_config(tokenizer)
             log.info("indexing the data and searching ISF budgets for %d replicas", cfg.data_parallel)
             index, samples, errors = load_samples(cfg, tokenizer, vlm)
