@@ -20,7 +20,7 @@ tour = importlib.util.module_from_spec(spec)
 sys.modules["tour"] = tour  # dataclasses resolve the module by name
 spec.loader.exec_module(tour)
 
-# The whole tour runs in one module fixture: all 27 submissions, 10-15 minutes on 2 cores.
+# The whole tour runs in one module fixture: all 27 submissions, 7-8 minutes on 2 cores (warm caches).
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
