@@ -3,12 +3,13 @@ Arrow tokenisation of ASCII documents equals `tokenize`; GPT-3's corpus filter (
 
 import pickle
 import random
+import unicodedata
 
 import numpy as np
 
 from rayflow.data.decontam import RULES, NormalizeConfig, check_example, kernels, tokenize
 from rayflow.data.decontam.clean import FilterConfig, clean_document, token_spans
-from rayflow.data.decontam.index import EvalIndex, ngram_hash, token_value
+from rayflow.data.decontam.index import EvalIndex, _nfkc, ngram_hash, token_value
 from rayflow.data.decontam.rules import DEFAULT_RULES, verdict
 
 NORM = NormalizeConfig()
@@ -163,3 +164,16 @@ def test_scan_verdicts_equal_check_example_on_edge_cases_even_when_every_window_
             want = check_example(text, docs, rule)
             assert (got.score, got.dirty, got.bucket) == (want.score, want.dirty, want.bucket), (ex, rule)
     assert sum(check_example(e, docs).dirty for e in examples) >= 6  # the planted copies are there to find
+
+
+def test_nfkc_of_the_non_ascii_words_is_nfkc_of_the_text():
+    """`index._nfkc` normalises only the span of a text's non-ASCII words: the same as NFKC of the whole text,
+    with composing, reordering and compatibility characters beside, between and inside words."""
+    parts = ["a", " ", "  ", "\u0301", "\u0327", "é", "e", "Ｆ", "ﬁ", "\u3000", "한", "ᄒ", "ᅡ", "ᆨ", "Σ", "ㄱ",
+             "\u00a8", "\u00a0", "Ⅳ", "①", "x\u0308", "\u1e9b\u0323", "Å", "\u212b", "\u0344", "\u0f73", "𝐀", "\u0958",
+             "\u2000", "\0", "plain words", "A"]  # fmt: skip
+    rnd = random.Random(0)
+    texts = ["".join(rnd.choices(parts, k=rnd.randint(0, 12))) for _ in range(3000)]
+    texts += [f"{c} \u0301x {c}" for c in ["", *parts]]
+    assert _nfkc(texts) == [unicodedata.normalize("NFKC", t) for t in texts]
+    assert _nfkc(["all ascii", ""]) == ["all ascii", ""]
