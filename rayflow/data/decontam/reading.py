@@ -17,7 +17,6 @@ Plain Python and pyarrow; no Ray.
 from __future__ import annotations
 
 import codecs
-import io
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
@@ -145,37 +144,54 @@ def _table(rows: list[dict]) -> pa.Table:
 
 
 def _line_chunks(fs: pafs.FileSystem, path: str, chunk_bytes: int, max_line_bytes: int):
-    """Runs of whole lines, about `chunk_bytes` each (a line longer than that is a chunk of its own); None and
-    the end when a line grows past `max_line_bytes` (ProX's reader skips such a line without holding it)."""
-    pending = b""
-    with fs.open_input_stream(path, compression=None) as f:
-        while True:
-            block = f.read(chunk_bytes)
-            if not block:
-                if pending:
-                    yield pending
-                return
-            cut = block.rfind(b"\n") + 1
-            if cut:  # one copy at most: the line carried over and this block's whole lines
-                yield pending + memoryview(block)[:cut] if pending else block[:cut] if cut < len(block) else block
-                pending = block[cut:]
-            else:
-                pending += block
-            if len(pending) > max_line_bytes:
-                yield None
-                return
+    """Runs of whole lines, about `chunk_bytes` each (a line longer than that is a chunk of its own), as Arrow
+    buffers; None and the end when a line grows past `max_line_bytes` (ProX's reader skips such a line without
+    holding it). Each chunk is a slice of one read, and the next read starts after its last newline: no bytes
+    are copied or carried over, and the reads' memory comes from Arrow's pool, reused from chunk to chunk (fresh
+    memory's page faults cost more than the copies did)."""
+    with fs.open_input_file(path) as f:
+        size, at = f.size(), 0
+        while at < size:
+            n = min(chunk_bytes, size - at)
+            while True:
+                f.seek(at)
+                block = f.read_buffer(n)
+                cut = _line_end(block)
+                if cut or at + n == size:
+                    break
+                if n > max_line_bytes:
+                    yield None
+                    return
+                n = min(2 * n, size - at)  # a line longer than the chunk: read on from the same offset
+            chunk = block.slice(0, cut) if cut else block  # no newline: the file's last line
+            at += len(chunk)
+            yield chunk
 
 
-def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
+def _line_end(block: pa.Buffer) -> int:
+    """The index after `block`'s last newline, 0 when it has none (searched from the end, 64 KB at a time)."""
+    end = len(block)
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        found = block.slice(start, end - start).to_pybytes().rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def _read(chunk: pa.Buffer | bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
           tokeniser: Tokeniser | None) -> tuple[pa.Table | TokenChunk | None, int]:  # fmt: skip
     """The chunk's rows and its number of lines, or None when ProX might read any line of it differently:
     tokenised by the compiled passes when a `tokeniser` is given, every line is plain and none is in `skip`,
     else by Arrow's JSON reader."""
-    if first_row == 0 and chunk.startswith(codecs.BOM_UTF8):
-        chunk = b" " * len(codecs.BOM_UTF8) + chunk[len(codecs.BOM_UTF8) :]  # ProX drops it; a space keeps offsets
-    if not chunk.isascii():
+    bom = len(codecs.BOM_UTF8)
+    if first_row == 0 and bytes(memoryview(chunk)[:bom]) == codecs.BOM_UTF8:
+        chunk = b" " * bom + memoryview(chunk)[bom:]  # ProX drops it; a space keeps offsets
+    if np.frombuffer(chunk, np.uint8).max(initial=0) >= 0x80:
+        offsets = pa.array([0, len(chunk)], pa.int32()).buffers()[1]
         try:  # Arrow's UTF-8 check (several times `bytes.decode`'s speed); neither JSON pass checks it
-            pa.array([chunk], pa.binary()).cast(pa.string())
+            pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(chunk)]).cast(pa.string())
         except pa.ArrowInvalid:
             return None, 0
     if tokeniser is not None and (read := _tokens(chunk, first_row, file, options, skip, tokeniser))[0]:
@@ -183,7 +199,7 @@ def _read(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, s
     return _parse(chunk, first_row, file, options)
 
 
-def _tokens(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
+def _tokens(chunk: pa.Buffer | bytes, first_row: int, file: InputFile, options: ReadOptions, skip: Container[int],
             tokeniser: Tokeniser) -> tuple[TokenChunk | None, int]:  # fmt: skip
     """The chunk by `kernels.jsonl_rows` and `kernels.text_tokens` and its number of lines, or None when they
     cannot vouch for every line or a row is skipped."""
@@ -217,7 +233,7 @@ def _tokens(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions,
     return TokenChunk(ids, rows, n_bytes, spans, wide_rows, wide_texts), lines
 
 
-def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) -> tuple[pa.Table | None, int]:
+def _parse(chunk: pa.Buffer | bytes, first_row: int, file: InputFile, options: ReadOptions) -> tuple[pa.Table | None, int]:
     """The chunk's rows read by Arrow's JSON reader and its number of lines, or None when ProX might read any
     line of it differently."""
     starts, ends, blank, brackets, digits = kernels.line_marks(np.frombuffer(chunk, np.uint8))
@@ -229,12 +245,13 @@ def _parse(chunk: bytes, first_row: int, file: InputFile, options: ReadOptions) 
     if not len(rows):
         return ROWS_SCHEMA.empty_table(), len(starts)
     if len(rows) < len(starts):  # Arrow skips blank lines itself; dropping them lets the count check each line
-        chunk = b"\n".join(chunk[s:e] for s, e in zip(starts[rows].tolist(), ends[rows].tolist()))
+        view = memoryview(chunk)
+        chunk = b"\n".join(view[s:e] for s, e in zip(starts[rows].tolist(), ends[rows].tolist()))
     table = None
     for id_type in (pa.string(), pa.int64()):
         try:
             table = pj.read_json(
-                io.BytesIO(chunk),
+                pa.BufferReader(chunk),
                 read_options=pj.ReadOptions(use_threads=False, block_size=len(chunk) + 1),
                 parse_options=pj.ParseOptions(
                     explicit_schema=pa.schema([(options.text_field, pa.string()), (options.id_field, id_type)]),
