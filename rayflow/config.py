@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import types
@@ -73,6 +74,12 @@ class AppArgs(Config):
 
 class ConfigError(ValueError):
     """A config file or override is unreadable, unknown or fails validation."""
+
+
+def cache_root() -> Path:
+    """rayflow's cache directory (tiny models, embedders, log-prob caches): `$RAYFLOW_CACHE`, default
+    `~/.cache/rayflow`."""
+    return Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser()
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:

@@ -29,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rayflow.config import cache_root
+
 # torch and transformers are imported by the functions that build: every job driver and engine actor resolves
 # `tiny:` names, and for a model already in the cache that is a path lookup, not ~6 CPU-seconds of imports.
 if TYPE_CHECKING:
@@ -281,7 +283,7 @@ def resolve_model(name: str) -> str:
         raise ValueError(f"unknown tiny model size {size!r} in {name!r}; choose from {sorted(SIZES)}")
 
     arch, seed = "llama", 0
-    root = Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser() / "tiny-models"
+    root = cache_root() / "tiny-models"
     family = root / f"{CACHE_VERSION}-{arch}-seed{seed}-steps{steps}"
     target = family / size
     # Directories only ever appear by atomic rename, so one that exists is complete: no lock needed.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import uuid
 import zipfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from rayflow.config import Config
+from rayflow.config import Config, cache_root
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 # Names that mean the shipped all-MiniLM-L6-v2 weights.
@@ -39,11 +38,6 @@ class EmbedderConfig(Config):
     max_seq_length: int | None = Field(
         None, ge=1, description="truncate inputs to this many tokens (None: model's)"
     )
-
-
-def cache_root() -> Path:
-    """rayflow's cache directory: `$RAYFLOW_CACHE`, default `~/.cache/rayflow`."""
-    return Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser()
 
 
 def shipped_model_path() -> Path:

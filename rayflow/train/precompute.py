@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
+from rayflow.config import cache_root
 from rayflow.data.engine_stage import StageConfig, engine_map, score_rows
 from rayflow.llm import Engine, EngineConfig, PromptRejected, load_tokenizer, resolve_model_path
 from rayflow.train.preference_data import Example, prompt_ids, response_ids
@@ -89,9 +90,7 @@ def precompute_logps(
     has_rejected = bool(examples) and examples[0].rejected_ids is not None
     rows = [_score_row(i, e, scorer_tok, same_tok, mode, has_rejected) for i, e in enumerate(examples)]
     key = _cache_key(engine, rows, mode)
-    root = Path(
-        cfg.cache_dir or Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")) / "logps"
-    ).expanduser()
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache_root() / "logps"
     target = root / key
     from_cache = (target / "logps.parquet").is_file()
     if not from_cache:

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rayflow.config import cache_root
+
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 CACHE_NAME = "v1-nli-llama-seed0"
 # RefChecker's default NLI checker; `nli` alone names it, as `checker_name=nli` does in RAGChecker.
@@ -58,7 +60,7 @@ def resolve_nli_model(name: str) -> str:
         return DEFAULT_NLI_MODEL
     if name != "tiny":
         return name
-    root = Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser() / "tiny-models"
+    root = cache_root() / "tiny-models"
     target = root / CACHE_NAME
     if target.is_dir():  # it only ever appears by an atomic rename, so it is complete
         return str(target)
