@@ -30,6 +30,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from rayflow.config import cache_root
 from rayflow.llm.models import resolve_model_path
 from rayflow.llm.types import (
     Completion,
@@ -51,13 +52,10 @@ def load_tokenizer(config: EngineConfig):
     """
     source = resolve_model_path(config.tokenizer or config.model)
     memo = _tokenizer_class_memo(source)
+    known = _remembered_tokenizer_class(memo) if memo is not None else None
     try:
-        if memo is not None and memo.is_file():
-            import transformers
-
-            known = getattr(transformers, memo.read_text().strip(), None)
-            if isinstance(known, type):
-                return known.from_pretrained(source)
+        if known is not None:
+            return known.from_pretrained(source)
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -82,8 +80,19 @@ def _tokenizer_class_memo(source: str) -> Path | None:
     for name in ("tokenizer_config.json", "config.json"):
         with contextlib.suppress(OSError):
             key.update(b"\0" + (directory / name).read_bytes())
-    root = Path(os.environ.get("RAYFLOW_CACHE", "~/.cache/rayflow")).expanduser()
-    return root / "tokenizer-classes" / key.hexdigest()
+    return cache_root() / "tokenizer-classes" / key.hexdigest()
+
+
+def _remembered_tokenizer_class(memo: Path) -> type | None:
+    """The class a memo names, or None when there is none (or it names nothing transformers exports)."""
+    try:
+        name = memo.read_text().strip()
+    except OSError:
+        return None
+    import transformers
+
+    known = getattr(transformers, name, None)
+    return known if isinstance(known, type) else None
 
 
 def _remember_tokenizer_class(memo: Path, cls: type) -> None:
